@@ -1,0 +1,29 @@
+namespace PageCore.Descriptors;
+
+/// <summary>
+/// Bits of <see cref="PageDescriptor.Flags"/> (the kernel's <c>page->flags</c> and <c>page_type</c>).
+/// </summary>
+/// <remarks>
+/// The flags word is written only by the thread that owns the page at that moment (the allocator while the page is
+/// free, the holder of the allocation while it is allocated, the last putter while it is freed), with plain stores
+/// ordered before the refcount transition that publishes them (the release store of <see cref="PageRef.SetAllocated"/>
+/// or the fully fenced <see cref="PageRef.PutTestZero"/>). Speculative getters never write it.
+/// </remarks>
+[Flags]
+internal enum PageFlags : uint
+{
+    /// <summary>No flag: a free page, a cached page, or a non-head page of a non-compound block.</summary>
+    None = 0,
+
+    /// <summary>The first page of an allocated block: its descriptor holds the block's order and the refcount.</summary>
+    AllocatedHead = 1u << 0,
+
+    /// <summary>The head of a compound page (<c>PG_head</c>); set by the compound-page layer.</summary>
+    CompoundHead = 1u << 1,
+
+    /// <summary>The page holds a page table (<c>PG_table</c> / <c>PGTY_table</c>); set by the page-table layer.</summary>
+    PageTable = 1u << 2,
+
+    /// <summary>Free pages of a checked arena are poisoned; this bit says the poison is in place.</summary>
+    Poisoned = 1u << 3,
+}

@@ -1,0 +1,185 @@
+using System.Runtime.CompilerServices;
+
+namespace PageCore.Descriptors;
+
+/// <summary>The outcome of a get on a page that the caller believes is live.</summary>
+internal enum RefGet
+{
+    /// <summary>The count was raised by one.</summary>
+    Taken,
+
+    /// <summary>The count was 0 or negative (a free or frozen page): nothing changed.</summary>
+    Dead,
+
+    /// <summary>The count is at the overflow guard: nothing changed.</summary>
+    Overflow,
+}
+
+/// <summary>The outcome of a put.</summary>
+internal enum RefPut
+{
+    /// <summary>The count went down and is still positive.</summary>
+    Live,
+
+    /// <summary>This put took the count to 0: the caller now owns the page and must free it.</summary>
+    Zero,
+
+    /// <summary>The count was already 0 or below: nothing changed (a put at zero).</summary>
+    Underflow,
+}
+
+/// <summary>
+/// Every transition of <see cref="PageDescriptor.RefCount"/>, one function each, as in the kernel's
+/// <c>include/linux/page_ref.h</c>. Nothing else in PageCore writes the refcount.
+/// </summary>
+/// <remarks>
+/// <para>Memory model (dotnet/runtime <c>docs/design/specs/Memory-model.md</c>): <c>Volatile.Read</c>
+/// is an acquire load, <c>Volatile.Write</c> a release store, and every
+/// <see cref="Interlocked"/> operation a full fence. The kernel's rules map one to one: a value-returning RMW and a
+/// successful conditional RMW are fully ordered (Interlocked), <c>atomic_set_release</c> is <c>Volatile.Write</c>.</para>
+/// <para>The states of the counter: 0 = free, frozen, or (for a tail page) never counted; 1..<see cref="MaxCount"/> =
+/// live with that many references; negative = never (a put at zero is refused before it writes).</para>
+/// </remarks>
+internal static class PageRef
+{
+    /// <summary>
+    /// The overflow guard: a get that would pass this value is a bug report, as <c>folio_get</c>'s
+    /// <c>VM_BUG_ON(folio_ref_zero_or_close_to_overflow)</c>.
+    /// </summary>
+    public const int MaxCount = int.MaxValue - 1024;
+
+    /// <summary><c>page_ref_count</c>: the current count, read with acquire semantics.</summary>
+    /// <remarks>Invariant: none written. Acquire so that a caller that sees a count also sees what was published before it.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Count(ref PageDescriptor d) => Volatile.Read(ref d.RefCount);
+
+    /// <summary>
+    /// <c>set_page_refcounted</c> at allocation: 0 -> 1 on a page the allocator just handed out.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: the page is free, so the count is 0, and nobody can change a 0: a speculative get refuses 0
+    /// (<see cref="TryGetUnlessZero"/>), a freeze needs an expected count of at least 1, and a put at zero is refused
+    /// before it writes. This store is therefore an <em>unfreeze</em> (rule 1 allows exactly that): a release store, so
+    /// every plain store made while the page was being prepared (flags, order, generation) is visible to any thread whose
+    /// later get succeeds on the count it publishes.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SetAllocated(ref PageDescriptor d) => Volatile.Write(ref d.RefCount, 1);
+
+    /// <summary>
+    /// <c>folio_get</c> / <c>page_ref_inc</c>: the caller already holds a reference and takes another.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: a count of 0 is never raised (a get on a free page would revive it), and the count never passes
+    /// <see cref="MaxCount"/>. The check reads first, as <c>VM_BUG_ON</c> does, so a misuse leaves the counter as it was;
+    /// because the caller holds a reference the count cannot fall to 0 between the check and the add. The add is an
+    /// <see cref="Interlocked.Increment(ref int)"/> (<c>lock xadd</c>, <c>ldaddal</c>): fully ordered, so it cannot be
+    /// lost against a concurrent speculative get or put.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static RefGet Inc(ref PageDescriptor d)
+    {
+        int v = Volatile.Read(ref d.RefCount);
+        if ((uint)(v - 1) >= (uint)(MaxCount - 1))
+        {
+            return v <= 0 ? RefGet.Dead : RefGet.Overflow;
+        }
+
+        Interlocked.Increment(ref d.RefCount);
+        return RefGet.Taken;
+    }
+
+    /// <summary>
+    /// <c>page_ref_add_unless_zero</c> / <c>get_page_unless_zero</c>: take a reference only if the page is live.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: never revives a free or frozen page (0) and never touches a negative count. The loop is a CAS on the
+    /// value it read, so between the read and the write nobody can have freed the page. A successful CAS is a full fence:
+    /// the caller may now read anything published before the count it raised (and must still recheck identity, rule 2).
+    /// A failed attempt orders nothing, so the caller must not trust what it read before it.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static RefGet TryGetUnlessZero(ref PageDescriptor d)
+    {
+        int v = Volatile.Read(ref d.RefCount);
+        while (true)
+        {
+            if (v <= 0)
+            {
+                return RefGet.Dead;
+            }
+
+            if (v >= MaxCount)
+            {
+                return RefGet.Overflow;
+            }
+
+            int seen = Interlocked.CompareExchange(ref d.RefCount, v + 1, v);
+            if (seen == v)
+            {
+                return RefGet.Taken;
+            }
+
+            // Lost a race with another get or put: retry on the value that won.
+            v = seen;
+        }
+    }
+
+    /// <summary>
+    /// <c>put_page_testzero</c> / <c>folio_put_testzero</c>: drop one reference and say whether it was the last.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: exactly one put sees the count reach 0, and that put owns the page from then on. The decrement is an
+    /// <see cref="Interlocked.Decrement(ref int)"/>: fully ordered, so every store the other holders made before their
+    /// puts is visible to the thread that frees the page (the kernel's <c>atomic_dec_and_test</c>). A put at zero is
+    /// refused by the read before the write (<c>VM_BUG_ON_PAGE(page_ref_count(page) == 0)</c>), leaving the counter as it
+    /// was; only two racing misuses can get past that check, and then the decrement is undone at once and reported.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static RefPut PutTestZero(ref PageDescriptor d)
+    {
+        if (Volatile.Read(ref d.RefCount) <= 0)
+        {
+            return RefPut.Underflow;
+        }
+
+        int now = Interlocked.Decrement(ref d.RefCount);
+        if (now > 0)
+        {
+            return RefPut.Live;
+        }
+
+        return now == 0 ? RefPut.Zero : UndoUnderflow(ref d);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static RefPut UndoUnderflow(ref PageDescriptor d)
+    {
+        // Two puts raced past the check on the last reference. Give back the one that went below zero.
+        Interlocked.Increment(ref d.RefCount);
+        return RefPut.Underflow;
+    }
+
+    /// <summary>
+    /// <c>page_ref_freeze</c>: if the count is exactly <paramref name="expected"/>, make it 0.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: after success, every speculative get fails until <see cref="Unfreeze"/>, because they refuse 0 (I3).
+    /// One CAS: fully ordered on success, so the freezer sees everything the other holders wrote before their puts; on
+    /// failure nothing changed and nothing is ordered. <paramref name="expected"/> must be at least 1 (checked by callers).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Freeze(ref PageDescriptor d, int expected) =>
+        Interlocked.CompareExchange(ref d.RefCount, 0, expected) == expected;
+
+    /// <summary>
+    /// <c>page_ref_unfreeze</c>: publish <paramref name="count"/> on a frozen (0) counter.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: only moves 0 to a positive value; the caller has checked that the page is frozen. A release store
+    /// (<c>atomic_set_release</c>): every store made while frozen is visible before any thread can take a reference.
+    /// No other thread can write a 0 counter, so the store cannot overwrite anybody's update (rule 1).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Unfreeze(ref PageDescriptor d, int count) => Volatile.Write(ref d.RefCount, count);
+}

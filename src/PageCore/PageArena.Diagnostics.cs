@@ -1,0 +1,367 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PageCore.Allocator;
+using PageCore.Descriptors;
+
+namespace PageCore;
+
+public sealed unsafe partial class PageArena
+{
+    private const int MaxReportedViolations = 100;
+
+    /// <summary>
+    /// The descriptor of a page as text, for bug reports (the kernel's <c>dump_page</c>).
+    /// </summary>
+    /// <param name="pfn">A page of the arena.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    public string DumpPage(Pfn pfn)
+    {
+        Descriptor(pfn.Value);
+        return Dump(pfn.Value);
+    }
+
+    /// <summary>
+    /// A full check of a quiescent arena: every page accounted exactly once (free in the shared allocator, cached, or in
+    /// exactly one allocated block), refcounts consistent (0 on free, cached and non-head pages), the allocator's counts
+    /// matching its bitfield, and in checked mode the poison of every poisoned free page intact. Free blocks are
+    /// reported as maximal naturally aligned blocks per order: with this allocator they are maximally coalesced by
+    /// construction, and the report shows whether the free space forms the blocks it should.
+    /// </summary>
+    /// <remarks>Call it only while no other thread uses the arena: a block moving between threads during the walk would be
+    /// reported as a violation.</remarks>
+    /// <returns>The report; <see cref="ArenaReport.IsClean"/> is true when nothing was wrong.</returns>
+    /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
+    public ArenaReport Verify()
+    {
+        ThrowIfDisposed();
+        const byte Unseen = 0, Free = 1, Cached = 2, Allocated = 3;
+        long n = _pageCount;
+        byte[] owner = new byte[n];
+        var violations = new List<string>();
+        long violationCount = 0;
+        void Violation(string text)
+        {
+            violationCount++;
+            if (violations.Count < MaxReportedViolations)
+            {
+                violations.Add(text);
+            }
+        }
+
+        // 1. Allocated blocks, from their heads.
+        long allocatedPages = 0, allocatedBlocks = 0, frozen = 0;
+        for (long i = 0; i < n; i++)
+        {
+            ref PageDescriptor d = ref _desc[i];
+            uint flags = d.Flags & ~(uint)PageFlags.Poisoned;
+            if ((flags & (uint)PageFlags.AllocatedHead) == 0)
+            {
+                if (flags != 0)
+                {
+                    Violation($"pfn 0x{i:x}: flags 0x{flags:x} on a page that is not an allocated head. {Dump((uint)i)}");
+                }
+
+                if (d.RefCount != 0)
+                {
+                    Violation($"pfn 0x{i:x}: refcount {d.RefCount} on a page that is not an allocated head. {Dump((uint)i)}");
+                }
+
+                continue;
+            }
+
+            int order = d.Order;
+            allocatedBlocks++;
+            if (order > _maxOrder || (i & ((1L << order) - 1)) != 0 || i + (1L << order) > n)
+            {
+                Violation($"pfn 0x{i:x}: allocated head with impossible order {order}. {Dump((uint)i)}");
+                continue;
+            }
+
+            if (d.RefCount < 0)
+            {
+                Violation($"pfn 0x{i:x}: negative refcount. {Dump((uint)i)}");
+            }
+            else if (d.RefCount == 0)
+            {
+                frozen++;
+            }
+
+            for (long p = i; p < i + (1L << order); p++)
+            {
+                if (owner[p] != Unseen)
+                {
+                    Violation($"pfn 0x{p:x}: in two allocated blocks (the second headed by pfn 0x{i:x}).");
+                }
+
+                owner[p] = Allocated;
+            }
+
+            allocatedPages += 1L << order;
+        }
+
+        // 2. Blocks held free in the per-CPU caches.
+        long cachedPages = 0;
+        _caches?.ForEachCached((pfn, order) =>
+        {
+            if (pfn >= n || (pfn & ((1u << order) - 1)) != 0)
+            {
+                Violation($"cached block pfn 0x{pfn:x} order {order} is outside the arena or misaligned.");
+                return;
+            }
+
+            ref PageDescriptor d = ref _desc[pfn];
+            if ((d.Flags & ~(uint)PageFlags.Poisoned) != 0 || d.RefCount != 0)
+            {
+                Violation($"pfn 0x{pfn:x}: cached (free) but its descriptor says otherwise. {Dump(pfn)}");
+            }
+
+            for (long p = pfn; p < pfn + (1L << order); p++)
+            {
+                if (owner[p] != Unseen)
+                {
+                    Violation($"pfn 0x{p:x}: cached but also {(owner[p] == Cached ? "cached twice" : "allocated")}.");
+                }
+
+                owner[p] = Cached;
+            }
+
+            cachedPages += 1L << order;
+        });
+
+        // 3. The shared allocator's bitfield and chunk counts.
+        long freePages = 0;
+        for (int c = 0; c < _core.ChunkCount; c++)
+        {
+            int status = _core.ReadChunk(c);
+            long first = (long)c << FrameAllocator.ChunkShift;
+            int clear = 0;
+            for (int w = 0; w < FrameAllocator.WordsPerChunk; w++)
+            {
+                clear += 64 - System.Numerics.BitOperations.PopCount(_core.ReadWord((c * FrameAllocator.WordsPerChunk) + w));
+            }
+
+            bool huge = status == FrameAllocator.HugeFlag;
+            if (huge)
+            {
+                if (clear != FrameAllocator.ChunkPages)
+                {
+                    Violation($"chunk {c}: held whole by a huge block but {FrameAllocator.ChunkPages - clear} bits are set.");
+                }
+            }
+            else if (status != clear)
+            {
+                Violation($"chunk {c}: count {status} but {clear} pages are clear in the bitfield.");
+            }
+
+            for (int k = 0; k < FrameAllocator.ChunkPages; k++)
+            {
+                long p = first + k;
+                bool set = (_core.ReadWord((int)(p >> 6)) & (1UL << (int)(p & 63))) != 0;
+                if (p >= n)
+                {
+                    if (!set)
+                    {
+                        Violation($"chunk {c}: padding page {k} past the arena's end is clear.");
+                    }
+
+                    continue;
+                }
+
+                bool inUse = set || huge;
+                if (inUse)
+                {
+                    if (owner[p] == Unseen)
+                    {
+                        Violation($"pfn 0x{p:x}: in use in the allocator but in no allocated block and no cache (a leak). {Dump((uint)p)}");
+                    }
+                    else if (huge && owner[p] != Allocated)
+                    {
+                        Violation($"pfn 0x{p:x}: in a huge chunk but not in an allocated block.");
+                    }
+                }
+                else if (owner[p] != Unseen)
+                {
+                    Violation($"pfn 0x{p:x}: free in the allocator but also {(owner[p] == Cached ? "cached" : "allocated")} (double free).");
+                }
+                else
+                {
+                    owner[p] = Free;
+                    freePages++;
+                    if (_checked && (_desc[p].Flags & (uint)PageFlags.Poisoned) != 0 && !IsPoisoned((uint)p))
+                    {
+                        Violation($"pfn 0x{p:x}: a free page was written after it was freed (poison damaged).");
+                    }
+                }
+            }
+        }
+
+        // 4. Accounting: each page exactly once.
+        if (freePages + cachedPages + allocatedPages != n)
+        {
+            Violation($"accounting: free {freePages} + cached {cachedPages} + allocated {allocatedPages} != {n} pages.");
+        }
+
+        // 5. The free space as maximal naturally aligned blocks (buddyinfo).
+        long[] byOrder = new long[_maxOrder + 1];
+        for (long p = 0; p < n;)
+        {
+            if (owner[p] != Free)
+            {
+                p++;
+                continue;
+            }
+
+            int k = _maxOrder;
+            while (k > 0 && ((p & ((1L << k) - 1)) != 0 || p + (1L << k) > n || !AllFree(owner, p, 1L << k)))
+            {
+                k--;
+            }
+
+            byOrder[k]++;
+            p += 1L << k;
+        }
+
+        return new ArenaReport(n, _maxOrder, freePages, cachedPages, allocatedPages, allocatedBlocks, frozen, byOrder,
+            violations, violationCount > violations.Count);
+
+        static bool AllFree(byte[] owner, long start, long length)
+        {
+            return owner.AsSpan((int)start, (int)length).IndexOfAnyExcept(Free) < 0;
+        }
+    }
+
+    /// <summary>The descriptor of <paramref name="p"/> as text.</summary>
+    internal string Dump(uint p)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        return $"page pfn:0x{p:x} refcount:{Volatile.Read(ref d.RefCount)} mapcount:{d.MapCount} ptfrag:{d.PtFragCount} " +
+               $"flags:0x{d.Flags:x}({(PageFlags)d.Flags}) order:{d.Order} compound_info:0x{d.CompoundInfo:x} lock:{d.Lock} " +
+               $"next:{d.Next} prev:{d.Prev} gen:{d.Generation} private:{d.Private} index:0x{d.Index:x} mapping:0x{d.Mapping:x}";
+    }
+
+    // -------------------------------------------------------------------------------------------------------------------
+    // Checked mode.
+
+    private void CheckNewBlock(uint p, int order)
+    {
+        for (uint q = p; q < p + (1u << order); q++)
+        {
+            ref PageDescriptor d = ref _desc[q];
+            if ((d.Flags & ~(uint)PageFlags.Poisoned) != 0 || d.RefCount != 0 || d.MapCount != 0)
+            {
+                ThrowBadNewPage(q);
+            }
+
+            if ((d.Flags & (uint)PageFlags.Poisoned) != 0)
+            {
+                if (!IsPoisoned(q))
+                {
+                    ThrowBug(q, "check_new_page", "the page was written after it was freed (its poison is damaged)");
+                }
+
+                d.Flags = 0;
+            }
+        }
+    }
+
+    private void CheckAndPoisonFreedBlock(uint p, int order)
+    {
+        for (uint q = p; q < p + (1u << order); q++)
+        {
+            ref PageDescriptor d = ref _desc[q];
+            if (d.Flags != 0 || d.RefCount != 0 || d.MapCount != 0 || d.PtFragCount != 0 || (q != p && d.CompoundInfo != 0))
+            {
+                ThrowBug(q, "free_pages_prepare", "bad page state on free: a page of the block is still flagged, counted or mapped");
+            }
+
+            new Span<byte>(_base + ((nuint)q << _pageShift), PageSize).Fill(PoisonByte);
+            d.Flags = (uint)PageFlags.Poisoned;
+        }
+    }
+
+    private bool IsPoisoned(uint p) =>
+        new ReadOnlySpan<byte>(_base + ((nuint)p << _pageShift), PageSize).IndexOfAnyExcept(PoisonByte) < 0;
+
+    // -------------------------------------------------------------------------------------------------------------------
+    // Throw helpers: cold, out of line.
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBug(uint p, string operation, string reason) =>
+        throw new PageBugException(new Pfn(p), operation, reason, Dump(p));
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadPfn(uint p)
+    {
+        ThrowIfDisposed();
+        throw new ArgumentOutOfRangeException("pfn", $"pfn 0x{p:x} is outside the arena (0..0x{_pageCount - 1:x}).");
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadOrder(int order)
+    {
+        ThrowIfDisposed();
+        throw new ArgumentOutOfRangeException(nameof(order), order, $"The order must be between 0 and MaxOrder = {_maxOrder}.");
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadNewPage(uint p) =>
+        ThrowBug(p, "check_new_page", "the allocator handed out a page that is still flagged or counted (bad page state)");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowGetFailed(uint head, RefGet r, string operation) =>
+        ThrowBug(head, operation, r == RefGet.Overflow
+            ? "refcount overflow: the count is at the overflow guard"
+            : "refcount is 0: a get on a free or frozen page (get_page needs a reference already held)");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadFree(uint p, int order)
+    {
+        if ((uint)order >= _orderLimit)
+        {
+            ThrowBadOrder(order);
+        }
+
+        if ((p & ((1u << order) - 1)) != 0)
+        {
+            throw new ArgumentException($"pfn 0x{p:x} is not aligned to order {order}: a block of 2^{order} pages starts at a multiple of {1u << order}.", "pfn");
+        }
+
+        ref PageDescriptor d = ref _desc[p];
+        if ((d.Flags & (uint)PageFlags.AllocatedHead) == 0)
+        {
+            bool inUse = IsInUseInAllocator(p);
+            ThrowBug(p, "__free_pages", inUse
+                ? "the page is not the head of an allocated block (a free of a tail or middle page, or of a page sitting in a per-CPU cache after a double free)"
+                : "the page is free (double free)");
+        }
+
+        if (d.Order != order)
+        {
+            ThrowBug(p, "__free_pages", $"wrong order: the block was allocated with order {d.Order}, freed with order {order}");
+        }
+
+        ThrowBug(p, "__free_pages", "the block head has unexpected flags");
+    }
+
+    private bool IsInUseInAllocator(uint p)
+    {
+        int chunk = (int)(p >> FrameAllocator.ChunkShift);
+        return _core.ReadChunk(chunk) == FrameAllocator.HugeFlag || (_core.ReadWord((int)(p >> 6)) & (1UL << (int)(p & 63))) != 0;
+    }
+
+    /// <summary>Reports a free that the shared allocator refused (its bits were not set): a double free or corruption.</summary>
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal void ThrowCoreFreeFailed(uint p, int order) =>
+        ThrowBug(p, "__free_one_page", $"the allocator does not have the order-{order} block as in use (double free or corrupted state)");
+
+    /// <summary>Size of a descriptor, for tests.</summary>
+    internal static int DescriptorSize => Marshal.SizeOf<PageDescriptor>();
+}

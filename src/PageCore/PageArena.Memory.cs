@@ -1,0 +1,61 @@
+namespace PageCore;
+
+public sealed unsafe partial class PageArena
+{
+    /// <summary>
+    /// The memory of a block as a span (<c>page_address</c> + length). The span does not keep the arena alive and does
+    /// not hold a reference on the page: use it only while you hold one.
+    /// </summary>
+    /// <param name="pfn">The block's first page.</param>
+    /// <param name="order">The block's order; the span covers <c>PageSize &lt;&lt; order</c> bytes.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The block is outside the arena, the order is out of range, or the
+    /// block is larger than a span can cover (2 GiB).</exception>
+    public Span<byte> GetSpan(Pfn pfn, int order = 0)
+    {
+        if ((uint)order >= _orderLimit)
+        {
+            ThrowBadOrder(order);
+        }
+
+        if (_pageShift + order > 30)
+        {
+            throw new ArgumentOutOfRangeException(nameof(order), order, "A span covers at most 1 GiB here; use AddressOf for larger blocks.");
+        }
+
+        ulong end = (ulong)pfn.Value + (1UL << order);
+        if (end > _pageLimit)
+        {
+            ThrowBadPfn(pfn.Value);
+        }
+
+        return new Span<byte>(_base + ((nuint)pfn.Value << _pageShift), 1 << (_pageShift + order));
+    }
+
+    /// <summary>The address of a page's memory (<c>page_address</c> / <c>pfn_to_virt</c>): arithmetic on the arena's base.</summary>
+    /// <param name="pfn">A page of the arena.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    public nint AddressOf(Pfn pfn)
+    {
+        if (pfn.Value >= _pageLimit)
+        {
+            ThrowBadPfn(pfn.Value);
+        }
+
+        return (nint)(_base + ((nuint)pfn.Value << _pageShift));
+    }
+
+    /// <summary>The page that contains an address of the arena (<c>virt_to_pfn</c>).</summary>
+    /// <param name="address">Any address inside the arena's data pages.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The address is not inside the arena.</exception>
+    public Pfn PfnOf(nint address)
+    {
+        nuint offset = (nuint)address - (nuint)_base;
+        if ((nint)address < (nint)_base || (offset >> _pageShift) >= _pageLimit)
+        {
+            ThrowIfDisposed();
+            throw new ArgumentOutOfRangeException(nameof(address), $"0x{address:x} is not inside the arena [0x{(nint)_base:x}, 0x{(nint)_base + (nint)(_pageCount << _pageShift):x}).");
+        }
+
+        return new Pfn((uint)(offset >> _pageShift));
+    }
+}

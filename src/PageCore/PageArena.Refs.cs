@@ -1,0 +1,171 @@
+using System.Runtime.CompilerServices;
+using PageCore.Descriptors;
+
+namespace PageCore;
+
+public sealed unsafe partial class PageArena
+{
+    /// <summary>
+    /// <c>get_page</c>: takes one more reference on a page the caller already holds a reference on. On a tail page of a
+    /// compound page the reference lands on the head.
+    /// </summary>
+    /// <param name="pfn">A page with refcount &gt; 0 (or a tail of such a compound page).</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    /// <exception cref="PageBugException">The page's refcount is 0 (a free or frozen page) or at the overflow guard;
+    /// the counter was left as it was.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void GetPage(Pfn pfn)
+    {
+        ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
+        RefGet r = PageRef.Inc(ref d);
+        if (r != RefGet.Taken)
+        {
+            ThrowGetFailed(head, r, "get_page");
+        }
+    }
+
+    /// <summary>
+    /// <c>put_page</c>: drops one reference. The put that takes the count to 0 frees the block: its whole recorded order,
+    /// or the head alone after <see cref="FreePages"/> freed the rest. On a tail page the put goes to the head.
+    /// </summary>
+    /// <param name="pfn">A page the caller holds a reference on.</param>
+    /// <returns>True when this put freed the page.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    /// <exception cref="PageBugException">A put at zero (a free or frozen page); the counter was left as it was.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool PutPage(Pfn pfn)
+    {
+        ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
+        RefPut r = PageRef.PutTestZero(ref d);
+        if (r == RefPut.Live)
+        {
+            return false;
+        }
+
+        return ReleaseLastReference(head, r);
+    }
+
+    /// <summary>
+    /// <c>get_page_unless_zero</c>: takes a reference only if the page is live (refcount &gt; 0). Never revives a free or
+    /// frozen page. Any thread may call it on any PFN at any moment; after it succeeds the caller must recheck that the
+    /// page is still what it wanted (rule 2) and <see cref="PutPage"/> it if not.
+    /// </summary>
+    /// <param name="pfn">Any page of the arena.</param>
+    /// <returns>True when a reference was taken.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    /// <exception cref="PageBugException">The refcount is at the overflow guard.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetPageUnlessZero(Pfn pfn)
+    {
+        uint p = pfn.Value;
+        ref PageDescriptor d = ref Descriptor(p);
+        ulong info = Volatile.Read(ref d.CompoundInfo);
+        if ((info & 1) != 0)
+        {
+            p = (uint)(info >> 1);
+            d = ref _desc[p];
+        }
+
+        RefGet r = PageRef.TryGetUnlessZero(ref d);
+        if (r == RefGet.Taken)
+        {
+            return true;
+        }
+
+        if (r == RefGet.Overflow)
+        {
+            ThrowGetFailed(p, r, "get_page_unless_zero");
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// <c>page_ref_freeze</c>: if the page's refcount is exactly <paramref name="expected"/>, sets it to 0 so that every
+    /// speculative get fails until <see cref="UnfreezeRefs"/>. The caller must hold <paramref name="expected"/> references.
+    /// </summary>
+    /// <param name="pfn">The page (a tail resolves to its head).</param>
+    /// <param name="expected">The references the caller accounts for, at least 1.</param>
+    /// <returns>True when frozen; false, with nothing changed, when someone else holds a reference.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena or <paramref name="expected"/> is below 1.</exception>
+    public bool FreezeRefs(Pfn pfn, int expected)
+    {
+        if (expected < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(expected), expected, "page_ref_freeze needs the expected count of the caller's references, at least 1.");
+        }
+
+        ref PageDescriptor d = ref HeadOf(pfn.Value, out _);
+        return PageRef.Freeze(ref d, expected);
+    }
+
+    /// <summary>
+    /// <c>page_ref_unfreeze</c>: publishes <paramref name="count"/> on a frozen page with a release store, so everything
+    /// written while frozen is visible before anyone can take a reference.
+    /// </summary>
+    /// <param name="pfn">A page frozen by <see cref="FreezeRefs"/>.</param>
+    /// <param name="count">The new refcount, at least 1.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena or <paramref name="count"/> is out of range.</exception>
+    /// <exception cref="PageBugException">The page is not frozen (its refcount is not 0, or it is not an allocated page);
+    /// nothing was changed.</exception>
+    public void UnfreezeRefs(Pfn pfn, int count)
+    {
+        if (count < 1 || count > PageRef.MaxCount)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, "page_ref_unfreeze needs a count of at least 1.");
+        }
+
+        ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
+        if (PageRef.Count(ref d) != 0 || (d.Flags & (uint)PageFlags.AllocatedHead) == 0)
+        {
+            ThrowBug(head, "page_ref_unfreeze", PageRef.Count(ref d) != 0 ? "the page is not frozen (refcount is not 0)" : "the page is free, not frozen");
+        }
+
+        PageRef.Unfreeze(ref d, count);
+    }
+
+    /// <summary><c>page_count</c>: the refcount of the page's head (0 for a free or frozen page).</summary>
+    /// <param name="pfn">Any page of the arena.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    public int RefCount(Pfn pfn) => PageRef.Count(ref HeadOf(pfn.Value, out _));
+
+    /// <summary>The generation of a page: how many times it was handed out as a block head (for use-after-free checks).</summary>
+    /// <param name="pfn">Any page of the arena.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    public uint Generation(Pfn pfn) => Volatile.Read(ref Descriptor(pfn.Value).Generation);
+
+    /// <summary>The page's head for refcount purposes: itself, or the compound head of a tail (<c>compound_head</c>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref PageDescriptor HeadOf(uint p, out uint head)
+    {
+        ref PageDescriptor d = ref Descriptor(p);
+        ulong info = d.CompoundInfo;
+        if ((info & 1) == 0)
+        {
+            head = p;
+            return ref d;
+        }
+
+        head = (uint)(info >> 1);
+        return ref _desc[head];
+    }
+
+    /// <summary>After a put that did not leave the page live: free it (count reached 0) or report the put at zero.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ReleaseLastReference(uint head, RefPut r)
+    {
+        if (r == RefPut.Underflow)
+        {
+            ThrowBug(head, "put_page", "refcount is already 0: a put at zero (the page is free or frozen)");
+        }
+
+        ref PageDescriptor d = ref _desc[head];
+        if ((d.Flags & (uint)PageFlags.AllocatedHead) == 0)
+        {
+            ThrowBug(head, "put_page", "the refcount reached 0 on a page that is not an allocated block head");
+        }
+
+        FreeBlock(head, d.Order);
+        return true;
+    }
+}

@@ -1,0 +1,378 @@
+using System.Runtime.CompilerServices;
+using PageCore.Allocator;
+using PageCore.Arena;
+using PageCore.Descriptors;
+using PageCore.PerCpu;
+
+namespace PageCore;
+
+/// <summary>
+/// A pinned native arena of pages with a 64-byte descriptor per page, kernel-exact refcounts, and a lock-free page
+/// allocator with per-CPU caches: the kernel's <c>mem_map</c>, <c>page_ref.h</c>, buddy allocator and pcp lists.
+/// </summary>
+/// <remarks>
+/// <para>The data pages are one native reservation (<c>mmap</c>: address space first, memory when touched), page-size
+/// aligned and never moved; <see cref="AddressOf"/> and <see cref="PfnOf"/> are arithmetic. The descriptors are a
+/// parallel native array, cache-line aligned, pinned for the arena's life.</para>
+/// <para>Every member is thread-safe unless it says otherwise. Any thread may call <see cref="TryGetPageUnlessZero"/> and
+/// <see cref="PutPage"/> on any PFN at any moment, as the kernel's PFN walkers do; the allocator stays correct under that
+/// (see <see cref="FreePages"/>).</para>
+/// <para>Pages are not zeroed: a page fresh from the arena reads as zero, a reused page holds what was last written to it
+/// (or the poison pattern, in checked mode), as with <c>alloc_pages</c> without <c>__GFP_ZERO</c>.</para>
+/// </remarks>
+public sealed unsafe partial class PageArena : IDisposable
+{
+    /// <summary>The byte free pages of a checked arena are filled with (the kernel's <c>PAGE_POISON</c>).</summary>
+    public const byte PoisonByte = 0xAA;
+
+    private readonly NativeRegion _dataRegion;
+    private readonly NativeRegion _descRegion;
+    private readonly byte* _base;
+    private readonly PageDescriptor* _desc;
+    private readonly FrameAllocator _core;
+    private readonly PageCaches? _caches;
+    private readonly PageArenaOptions _options;
+    private readonly long _pageCount;
+    private readonly int _pageShift;
+    private readonly int _maxOrder;
+    private readonly bool _checked;
+
+    // Bounds used on every hot path; both become 0 when the arena is disposed, so a late call fails its bounds check and
+    // the cold path reports ObjectDisposedException instead of touching unmapped memory.
+    private uint _pageLimit;
+    private uint _orderLimit;
+    private int _state; // 0 live, 1 disposing, 2 disposed
+
+    private PageArena(PageArenaOptions options)
+    {
+        _options = options;
+        _pageCount = options.Pages;
+        _pageShift = options.PageShift;
+        _maxOrder = options.MaxOrder;
+        _checked = options.Checked;
+
+        nuint pageSize = (nuint)1 << _pageShift;
+        nuint dataBytes = (nuint)_pageCount << _pageShift;
+        nuint alignment = options.AdviseHugePages && dataBytes >= (2 << 20) ? Math.Max(pageSize, (nuint)(2 << 20)) : pageSize;
+        _dataRegion = NativeRegion.Reserve(dataBytes, alignment, options.AdviseHugePages);
+        try
+        {
+            _descRegion = NativeRegion.Reserve((nuint)_pageCount * PageDescriptor.Size, (nuint)CacheLine.PaddedSize, adviseHugePages: false);
+            _core = new FrameAllocator(_pageCount, _maxOrder, useVectors: !options.ForceScalarScan);
+        }
+        catch
+        {
+            _dataRegion.Dispose();
+            _descRegion?.Dispose();
+            throw;
+        }
+
+        _base = _dataRegion.Pointer;
+        _desc = (PageDescriptor*)_descRegion.Pointer;
+        if (options.PerCpuCaches)
+        {
+            _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch);
+        }
+
+        _pageLimit = (uint)_pageCount;
+        _orderLimit = (uint)_maxOrder + 1;
+    }
+
+    /// <summary>Creates an arena (the kernel's <c>free_area_init</c> for one zone): every page free, refcount 0.</summary>
+    /// <param name="options">The arena's shape; it is copied, later changes to it have no effect.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="options"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A setting is out of range; the message names it.</exception>
+    /// <exception cref="OutOfMemoryException">The native reservation failed.</exception>
+    public static PageArena Create(PageArenaOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        PageArenaOptions copy = options.Clone();
+        copy.Validate();
+        return new PageArena(copy);
+    }
+
+    /// <summary>The page size in bytes (<c>PAGE_SIZE</c>).</summary>
+    public int PageSize => 1 << _pageShift;
+
+    /// <summary>log2 of <see cref="PageSize"/> (<c>PAGE_SHIFT</c>).</summary>
+    public int PageShift => _pageShift;
+
+    /// <summary>The number of pages in the arena (the zone's <c>managed_pages</c>).</summary>
+    public long PageCount => _pageCount;
+
+    /// <summary>The largest order <see cref="TryAllocPages"/> accepts (<c>MAX_PAGE_ORDER</c>).</summary>
+    public int MaxOrder => _maxOrder;
+
+    /// <summary>Whether the arena runs in checked mode (poisoning and per-page checks on free and allocation).</summary>
+    public bool IsChecked => _checked;
+
+    /// <summary>Whether orders 0..3 go through the per-thread and per-CPU caches.</summary>
+    public bool PerCpuCachesEnabled => _caches is not null;
+
+    /// <summary>Whether the kernel accepted <c>madvise(MADV_HUGEPAGE)</c> for the data pages.</summary>
+    public bool HugePagesAdvised => _dataRegion.HugePagesAdvised;
+
+    /// <summary>
+    /// Free pages: free in the shared allocator plus held free in the per-CPU caches (<c>NR_FREE_PAGES</c> + pcp
+    /// counts). A racy sum while other threads allocate; exact when the arena is quiescent.
+    /// </summary>
+    public long FreePageCount => _core.FreePages + (_caches?.CachedPages ?? 0);
+
+    /// <summary>Free pages held in per-thread magazines and per-CPU depots (the kernel's <c>pcp->count</c> summed).</summary>
+    public long CachedPageCount => _caches?.CachedPages ?? 0;
+
+    /// <summary>
+    /// <c>alloc_pages(order)</c>: allocates a naturally aligned block of <c>2^order</c> pages. The head comes back with
+    /// refcount 1; the other pages of the block keep refcount 0 (a non-compound block, as without <c>__GFP_COMP</c>).
+    /// </summary>
+    /// <param name="order">0..<see cref="MaxOrder"/>.</param>
+    /// <param name="pfn">The block's first page.</param>
+    /// <returns>False when no free block of that order exists, even after the per-CPU caches were drained. A request can
+    /// fail while lower orders still succeed: the free pages may be scattered (fragmentation).</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="order"/> is outside 0..<see cref="MaxOrder"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryAllocPages(int order, out Pfn pfn)
+    {
+        if ((uint)order >= _orderLimit)
+        {
+            ThrowBadOrder(order);
+        }
+
+        uint p;
+        PageCaches? caches = _caches;
+        if (order < PageCaches.Orders && caches is not null)
+        {
+            if (!caches.TryAlloc(order, out p) && !TryAllocAfterReclaim(order, out p))
+            {
+                pfn = default;
+                return false;
+            }
+        }
+        else if (!_core.TryAlloc(order, out p) && !TryAllocAfterReclaim(order, out p))
+        {
+            pfn = default;
+            return false;
+        }
+
+        PrepNewPage(p, order);
+        pfn = new Pfn(p);
+        return true;
+    }
+
+    /// <summary><c>alloc_pages(order)</c> that throws on failure; see <see cref="TryAllocPages"/>.</summary>
+    /// <param name="order">0..<see cref="MaxOrder"/>.</param>
+    /// <returns>The block's first page, with refcount 1.</returns>
+    /// <exception cref="OutOfPagesException">No free block of that order, with the order and the free counts.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="order"/> is outside 0..<see cref="MaxOrder"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
+    public Pfn AllocPages(int order)
+    {
+        if (!TryAllocPages(order, out Pfn pfn))
+        {
+            throw new OutOfPagesException(order, FreePageCount, _pageCount);
+        }
+
+        return pfn;
+    }
+
+    /// <summary>
+    /// <c>__free_pages(page, order)</c>: drops the caller's reference on a block from <see cref="TryAllocPages"/>. When
+    /// that was the last reference the whole block is freed. When a speculative reference is still held on the head (a
+    /// PFN walker's <see cref="TryGetPageUnlessZero"/>), the rest of the block is freed now, as buddies of orders
+    /// <c>order-1</c> down to 0, and the head alone is freed by the last <see cref="PutPage"/>: nothing leaks.
+    /// </summary>
+    /// <param name="pfn">The block's first page.</param>
+    /// <param name="order">The order it was allocated with.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena or the order outside 0..MaxOrder.</exception>
+    /// <exception cref="ArgumentException">The PFN is not aligned to the order.</exception>
+    /// <exception cref="PageBugException">A double free, a free of a page that is not a block head, a wrong order, or a
+    /// free of a frozen page; nothing was changed.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void FreePages(Pfn pfn, int order)
+    {
+        uint p = pfn.Value;
+        ref PageDescriptor d = ref Descriptor(p);
+        if ((uint)order >= _orderLimit || (p & ((1u << order) - 1)) != 0 || d.Flags != (uint)PageFlags.AllocatedHead || d.Order != order)
+        {
+            ThrowBadFree(p, order);
+        }
+
+        if (order != 0)
+        {
+            // From here on the head alone is what a last PutPage by somebody else frees: the caller frees the rest below.
+            // Plain store: the caller owns the block; the put that follows is a full fence, before any other put can
+            // reach zero (the caller's reference keeps the count above zero until then).
+            d.Order = 0;
+        }
+
+        switch (PageRef.PutTestZero(ref d))
+        {
+            case RefPut.Zero:
+                FreeBlock(p, order);
+                break;
+            case RefPut.Live:
+                if (order != 0)
+                {
+                    FreeBuddiesOfHead(p, order);
+                }
+
+                break;
+            default:
+                d.Order = (byte)order;
+                ThrowBug(p, "__free_pages", "refcount is 0: the block is frozen, or a concurrent put raced this free");
+                break;
+        }
+    }
+
+    /// <summary>
+    /// <c>drain_all_pages</c>: returns every block held in per-thread magazines (of live threads and of threads that
+    /// exited) and per-CPU depots to the shared allocator. Safe to call while other threads allocate; it waits only for
+    /// magazine operations already in progress, which never block.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
+    public void Drain()
+    {
+        ThrowIfDisposed();
+        _caches?.Drain(wait: true);
+    }
+
+    /// <summary>
+    /// Releases the arena's native memory. Refuses, with <see cref="InvalidOperationException"/>, while pages are still
+    /// allocated; see <see cref="Dispose(bool)"/> to force it. Idempotent once it succeeded.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Pages are still allocated; the message says how many.</exception>
+    public void Dispose() => Dispose(force: false);
+
+    /// <summary>
+    /// Releases the arena's native memory. Without <paramref name="force"/>, drains the caches and refuses while any page
+    /// is still allocated; with it, releases everything at once, and any span or address still in use dangles.
+    /// Not safe to call while other threads still use the arena.
+    /// </summary>
+    /// <param name="force">Release even if pages are still allocated.</param>
+    /// <exception cref="InvalidOperationException">Pages are still allocated and <paramref name="force"/> is false.</exception>
+    public void Dispose(bool force)
+    {
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+        {
+            return;
+        }
+
+        if (!force)
+        {
+            _caches?.Drain(wait: true);
+            long inUse = _pageCount - _core.FreePages;
+            if (inUse != 0)
+            {
+                Volatile.Write(ref _state, 0);
+                throw new InvalidOperationException(
+                    $"PageCore: the arena still has {inUse} of {_pageCount} pages allocated; free them first, or call Dispose(force: true) to release the memory anyway.");
+            }
+        }
+
+        _pageLimit = 0;
+        _orderLimit = 0;
+        _caches?.Dispose();
+        _core.Dispose();
+        _descRegion.Dispose();
+        _dataRegion.Dispose();
+        Volatile.Write(ref _state, 2);
+    }
+
+    // -------------------------------------------------------------------------------------------------------------------
+    // Allocation internals.
+
+    /// <summary>
+    /// <c>prep_new_page</c> + <c>check_new_page</c>: the block is now ours; check its head, stamp order, flags and
+    /// generation, and publish refcount 1 last (release).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PrepNewPage(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        if (_checked)
+        {
+            CheckNewBlock(p, order);
+        }
+        else if ((d.Flags | (uint)d.RefCount) != 0)
+        {
+            ThrowBadNewPage(p);
+        }
+
+        d.Order = (byte)order;
+        d.Flags = (uint)PageFlags.AllocatedHead;
+        d.Generation++;
+        PageRef.SetAllocated(ref d);
+    }
+
+    /// <summary>
+    /// <c>free_frozen_pages</c>: the block's refcount is 0 and the caller owns it; clear the head and hand the block to
+    /// the caches or the shared allocator.
+    /// </summary>
+    private void FreeBlock(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        d.Flags = 0;
+        d.Order = 0;
+        if (_checked)
+        {
+            CheckAndPoisonFreedBlock(p, order);
+        }
+
+        PageCaches? caches = _caches;
+        if (order < PageCaches.Orders && caches is not null)
+        {
+            caches.Free(p, order);
+        }
+        else if (!_core.TryFree(p, order))
+        {
+            ThrowCoreFreeFailed(p, order);
+        }
+    }
+
+    /// <summary>
+    /// The tail of <c>__free_pages</c> when its put did not free the head: free the buddies of the head, orders
+    /// <c>order-1</c> down to 0, leaving the head (now order 0) to the last putter.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeBuddiesOfHead(uint p, int order)
+    {
+        for (int o = order - 1; o >= 0; o--)
+        {
+            FreeBlock(p + (1u << o), o);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryAllocAfterReclaim(int order, out uint p)
+    {
+        if (_caches is not null)
+        {
+            // Pages sitting in other threads' magazines and in the depots come back to the shared allocator first,
+            // without waiting for any thread (drain_all_pages on the allocation failure path).
+            _caches.Drain(wait: false);
+        }
+
+        return _core.TryAlloc(order, out p);
+    }
+
+    /// <summary>The descriptor of <paramref name="p"/>, after the bounds check every public entry does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref PageDescriptor Descriptor(uint p)
+    {
+        if (p >= _pageLimit)
+        {
+            ThrowBadPfn(p);
+        }
+
+        return ref _desc[p];
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _state) == 2)
+        {
+            throw new ObjectDisposedException(nameof(PageArena));
+        }
+    }
+}

@@ -1,0 +1,83 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PageCore.Arena;
+
+namespace PageCore.PerCpu;
+
+/// <summary>
+/// The owner-written words of a <see cref="Magazine"/>, padded so that no other thread's data shares their cache line.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 3 * CacheLine.PaddedSize)]
+internal struct MagazineHot
+{
+    /// <summary>
+    /// 1 while the owner is inside a magazine operation. Written by the owner only, with release stores; read by a
+    /// stealer after <see cref="Interlocked.MemoryBarrierProcessWide"/>.
+    /// </summary>
+    [FieldOffset(CacheLine.PaddedSize)] public int Busy;
+
+    /// <summary>
+    /// 1 while a stealer owns the magazine's contents. Written by the stealer; read by the owner with acquire loads at
+    /// the start of every operation.
+    /// </summary>
+    [FieldOffset(CacheLine.PaddedSize + 4)] public int StealPending;
+
+    /// <summary>Blocks held for order 0; orders 1..3 follow at +4, +8, +12 bytes. Owner-written.</summary>
+    [FieldOffset(CacheLine.PaddedSize + 8)] public int Count0;
+
+    [FieldOffset(CacheLine.PaddedSize + 12)] private int _count1;
+    [FieldOffset(CacheLine.PaddedSize + 16)] private int _count2;
+    [FieldOffset(CacheLine.PaddedSize + 20)] private int _count3;
+
+    /// <summary>The count of blocks held for <paramref name="order"/> (0..3).</summary>
+    [UnscopedRef]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref int Count(int order) => ref Unsafe.Add(ref Count0, order);
+}
+
+/// <summary>
+/// A per-thread magazine: a few blocks of each cached order (0..3), popped and pushed by its owner thread with no
+/// atomic instruction. It sits in front of the per-CPU depot (<see cref="PageCaches"/>), as a per-thread magazine sits in
+/// front of a depot in Bonwick's slab allocator, and as the kernel's per-CPU lists sit in front of the zone.
+/// </summary>
+/// <remarks>
+/// <para><b>Ownership.</b> Only the owner thread touches <see cref="Slots"/> and the counts, except while a stealer
+/// (<see cref="PageCaches.Drain"/>) holds the magazine. The hand-over is an asymmetric Dekker protocol: the owner writes
+/// <see cref="MagazineHot.Busy"/> = 1, then reads <see cref="MagazineHot.StealPending"/>, operates only if it reads 0,
+/// and writes <c>Busy</c> = 0 (release). The stealer writes <c>StealPending</c> = 1, then runs
+/// <see cref="Interlocked.MemoryBarrierProcessWide"/> (a membarrier: a full fence on every CPU that runs a thread of the
+/// process), then reads <c>Busy</c>. After that barrier, either the owner's <c>Busy</c> = 1 is visible to the stealer (it
+/// waits or skips), or the owner's next read of <c>StealPending</c> sees 1 (it stays off the slots). The owner pays two
+/// plain stores and one plain load per operation instead of a fence. On arm64 the owner's store-release followed by its
+/// load-acquire (<c>stlr</c>; <c>ldar</c>) is already ordered; on x64 the store buffer could reorder them, which is what
+/// the process-wide barrier covers. The JIT does not move volatile accesses across each other.</para>
+/// <para><b>Threads that exit.</b> The magazine stays registered with its <see cref="PageCaches"/>; its blocks are
+/// returned by the next <see cref="PageCaches.Drain"/>, by the reclaim that runs when an allocation would fail, and by the
+/// pruning that runs when new magazines are registered. None is lost.</para>
+/// </remarks>
+internal sealed class Magazine
+{
+    /// <summary>Owner-written state, padded.</summary>
+    public MagazineHot Hot;
+
+    /// <summary>The PFNs held: order <c>o</c> uses <c>[o * Stride, o * Stride + capacity(o))</c>.</summary>
+    public readonly uint[] Slots;
+
+    /// <summary>The caches this magazine belongs to.</summary>
+    public readonly PageCaches Owner;
+
+    /// <summary>The thread that owns the magazine.</summary>
+    public readonly Thread Thread;
+
+    /// <summary>The thread's next magazine (for another arena), a per-thread list.</summary>
+    public Magazine? NextOfThread;
+
+    /// <summary>Creates an empty magazine for the current thread.</summary>
+    public Magazine(PageCaches owner, int stride)
+    {
+        Owner = owner;
+        Slots = new uint[PageCaches.Orders * stride];
+        Thread = Thread.CurrentThread;
+    }
+}

@@ -1,0 +1,617 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PageCore.Allocator;
+using PageCore.Arena;
+using PageCore.Descriptors;
+
+namespace PageCore.PerCpu;
+
+/// <summary>
+/// The caches in front of the shared <see cref="FrameAllocator"/> for orders 0..3 (the kernel's <c>per_cpu_pages</c>):
+/// a per-thread <see cref="Magazine"/> with no atomic instruction on a hit, and behind it a per-CPU depot of whole
+/// batches, each batch one word exchanged atomically.
+/// </summary>
+/// <remarks>
+/// <para><b>Depot.</b> For each CPU and order there are <see cref="DepotSlots"/> slots. A slot is 0 (empty) or one
+/// batch: <c>(count &lt;&lt; 32) | (first PFN + 1)</c>, the pages chained through <see cref="PageDescriptor.Next"/>. A
+/// batch is published with a CAS from 0 (after its links were written: the CAS is a full fence) and taken whole with an
+/// <see cref="Interlocked.Exchange(ref long, long)"/> (a full fence, so the taker sees the links). A chain belongs to
+/// whoever took it; no ABA is possible because nobody reads a chain it has not taken.</para>
+/// <para><b>CPU ids are hints.</b> <see cref="Thread.GetCurrentProcessorId"/> picks the depot to try first. A thread
+/// that migrates right after reading it uses another CPU's depot; that costs locality, never correctness, because every
+/// depot operation is a single atomic word operation that any thread may perform.</para>
+/// <para><b>Batching.</b> A magazine that runs dry takes one batch from a depot or claims a batch from the shared
+/// allocator with one count reservation and one CAS per bitfield word (<see cref="FrameAllocator.AllocBulk"/>); a full
+/// magazine moves its oldest batch to a depot, or back to the shared allocator when every depot slot is full.</para>
+/// <para>Cached pages are free: refcount 0, no flags, so a speculative get on them fails, as on the kernel's pcp pages.</para>
+/// </remarks>
+internal sealed unsafe class PageCaches : IDisposable
+{
+    /// <summary>Orders that are cached: 0..3 (<c>PAGE_ALLOC_COSTLY_ORDER</c>).</summary>
+    public const int Orders = 4;
+
+    /// <summary>Depot slots per CPU and order.</summary>
+    public const int DepotSlots = 8;
+
+    [ThreadStatic] private static Magazine? t_magazine;
+    [ThreadStatic] private static Magazine? t_magazines;
+
+    private readonly PageArena _arena;
+    private readonly FrameAllocator _core;
+    private readonly PageDescriptor* _desc;
+    private readonly int _batch0;
+    private readonly int _stride;
+    private readonly int _cpuCount;
+    private readonly int _cpuStride;
+    private readonly NativeRegion _depotRegion;
+    private readonly long* _depot;
+    private Magazine[] _magazines = [];
+    private int _stealer;
+    private volatile bool _disposed;
+
+    /// <summary>Creates the caches.</summary>
+    /// <param name="arena">The arena, for bug reports.</param>
+    /// <param name="core">The shared allocator behind the caches.</param>
+    /// <param name="descriptors">The descriptor array (for batch links).</param>
+    /// <param name="batch">Order-0 pages per batch; order <c>o</c> moves <c>max(1, batch &gt;&gt; o)</c> blocks.</param>
+    public PageCaches(PageArena arena, FrameAllocator core, PageDescriptor* descriptors, int batch)
+    {
+        _arena = arena;
+        _core = core;
+        _desc = descriptors;
+        _batch0 = batch;
+        _stride = 2 * batch;
+        _cpuCount = Math.Max(1, Environment.ProcessorCount);
+        int perCpu = Orders * DepotSlots * sizeof(long);
+        int padded = (perCpu + CacheLine.PaddedSize - 1) / CacheLine.PaddedSize * CacheLine.PaddedSize;
+        _cpuStride = padded / sizeof(long);
+        _depotRegion = NativeRegion.Reserve((nuint)(padded * _cpuCount), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
+        _depot = (long*)_depotRegion.Pointer;
+    }
+
+    /// <summary>Blocks of order <paramref name="order"/> moved per batch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Batch(int order) => Math.Max(1, _batch0 >> order);
+
+    /// <summary>Blocks of order <paramref name="order"/> a magazine holds at most (two batches).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Capacity(int order) => Math.Max(2, _stride >> order);
+
+    /// <summary>Magazines registered (live and exited threads).</summary>
+    public int MagazineCount => Volatile.Read(ref _magazines).Length;
+
+    /// <summary>Free pages held in magazines and depots (a racy sum; exact when quiescent).</summary>
+    public long CachedPages
+    {
+        get
+        {
+            long total = 0;
+            foreach (Magazine m in Volatile.Read(ref _magazines))
+            {
+                for (int o = 0; o < Orders; o++)
+                {
+                    total += (long)Volatile.Read(ref m.Hot.Count(o)) << o;
+                }
+            }
+
+            for (int cpu = 0; cpu < _cpuCount; cpu++)
+            {
+                for (int o = 0; o < Orders; o++)
+                {
+                    long* slots = DepotOf(cpu, o);
+                    for (int s = 0; s < DepotSlots; s++)
+                    {
+                        total += (Volatile.Read(ref slots[s]) >> 32) << o;
+                    }
+                }
+            }
+
+            return total;
+        }
+    }
+
+    /// <summary>Takes a cached block of <paramref name="order"/> (0..3): the magazine hit path, then refill.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryAlloc(int order, out uint pfn)
+    {
+        Magazine? m = t_magazine;
+        if (m is not null && m.Owner == this)
+        {
+            Volatile.Write(ref m.Hot.Busy, 1);
+            if (Volatile.Read(ref m.Hot.StealPending) == 0)
+            {
+                ref int count = ref m.Hot.Count(order);
+                int c = count - 1;
+                if (c >= 0)
+                {
+                    pfn = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * _stride) + c);
+                    count = c;
+                    Volatile.Write(ref m.Hot.Busy, 0);
+                    return true;
+                }
+            }
+
+            Volatile.Write(ref m.Hot.Busy, 0);
+        }
+
+        return TryAllocSlow(order, out pfn);
+    }
+
+    /// <summary>Gives a free block of <paramref name="order"/> (0..3) to the caches: the magazine, else a depot or the allocator.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Free(uint pfn, int order)
+    {
+        Magazine? m = t_magazine;
+        if (m is not null && m.Owner == this)
+        {
+            Volatile.Write(ref m.Hot.Busy, 1);
+            if (Volatile.Read(ref m.Hot.StealPending) == 0)
+            {
+                ref int count = ref m.Hot.Count(order);
+                int c = count;
+                if (c < Capacity(order))
+                {
+                    Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * _stride) + c) = pfn;
+                    count = c + 1;
+                    Volatile.Write(ref m.Hot.Busy, 0);
+                    return;
+                }
+            }
+
+            Volatile.Write(ref m.Hot.Busy, 0);
+        }
+
+        FreeSlow(pfn, order);
+    }
+
+    /// <summary>
+    /// Returns every cached block to the shared allocator: all depots, and every magazine, of live threads and of threads
+    /// that exited (<c>drain_all_pages</c>). With <paramref name="wait"/> it waits for a magazine whose owner is in the
+    /// middle of an operation (a few instructions); without it, such a magazine is skipped, so the call never waits.
+    /// </summary>
+    /// <returns>Pages returned.</returns>
+    public long Drain(bool wait)
+    {
+        if (!EnterStealer(wait))
+        {
+            return 0;
+        }
+
+        long moved = 0;
+        try
+        {
+            Magazine[] mags = Volatile.Read(ref _magazines);
+            foreach (Magazine m in mags)
+            {
+                Volatile.Write(ref m.Hot.StealPending, 1);
+            }
+
+            if (mags.Length > 0)
+            {
+                // The asymmetric half of the hand-over (see Magazine): after this, an owner is either visibly Busy or
+                // will see StealPending on its next operation.
+                Interlocked.MemoryBarrierProcessWide();
+            }
+
+            List<Magazine>? exited = null;
+            foreach (Magazine m in mags)
+            {
+                if (Volatile.Read(ref m.Hot.Busy) != 0)
+                {
+                    if (!wait)
+                    {
+                        Volatile.Write(ref m.Hot.StealPending, 0);
+                        continue;
+                    }
+
+                    // The owner is inside one magazine operation, which never blocks: wait for its release store.
+                    var spin = new SpinWait();
+                    while (Volatile.Read(ref m.Hot.Busy) != 0)
+                    {
+                        spin.SpinOnce(sleep1Threshold: -1);
+                    }
+                }
+
+                moved += EmptyMagazine(m);
+                Volatile.Write(ref m.Hot.StealPending, 0);
+                if (!m.Thread.IsAlive)
+                {
+                    (exited ??= []).Add(m);
+                }
+            }
+
+            moved += DrainDepots();
+            if (exited is not null)
+            {
+                Forget(exited);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _stealer, 0);
+        }
+
+        return moved;
+    }
+
+    /// <summary>Calls <paramref name="visit"/> for every cached block (PFN, order). Only meaningful when quiescent.</summary>
+    public void ForEachCached(Action<uint, int> visit)
+    {
+        foreach (Magazine m in Volatile.Read(ref _magazines))
+        {
+            for (int o = 0; o < Orders; o++)
+            {
+                int count = Volatile.Read(ref m.Hot.Count(o));
+                for (int i = 0; i < count; i++)
+                {
+                    visit(m.Slots[(o * _stride) + i], o);
+                }
+            }
+        }
+
+        for (int cpu = 0; cpu < _cpuCount; cpu++)
+        {
+            for (int o = 0; o < Orders; o++)
+            {
+                long* slots = DepotOf(cpu, o);
+                for (int s = 0; s < DepotSlots; s++)
+                {
+                    long word = Volatile.Read(ref slots[s]);
+                    int count = (int)(word >> 32);
+                    uint link = (uint)word;
+                    for (int i = 0; i < count && link != 0; i++)
+                    {
+                        visit(link - 1, o);
+                        link = _desc[link - 1].Next;
+                    }
+                }
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        _disposed = true;
+        _depotRegion.Dispose();
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+
+    private bool TryAllocSlow(int order, out uint pfn)
+    {
+        Magazine m = CurrentMagazine();
+        Volatile.Write(ref m.Hot.Busy, 1);
+        try
+        {
+            if (Volatile.Read(ref m.Hot.StealPending) == 0)
+            {
+                ref int count = ref m.Hot.Count(order);
+                if (count == 0)
+                {
+                    count = Refill(m, order);
+                }
+
+                if (count > 0)
+                {
+                    int c = --count;
+                    pfn = m.Slots[(order * _stride) + c];
+                    return true;
+                }
+
+                pfn = 0;
+                return false;
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref m.Hot.Busy, 0);
+        }
+
+        // A stealer holds the magazine right now: go around it.
+        return _core.TryAlloc(order, out pfn);
+    }
+
+    private void FreeSlow(uint pfn, int order)
+    {
+        Magazine m = CurrentMagazine();
+        Volatile.Write(ref m.Hot.Busy, 1);
+        try
+        {
+            if (Volatile.Read(ref m.Hot.StealPending) == 0)
+            {
+                ref int count = ref m.Hot.Count(order);
+                if (count >= Capacity(order))
+                {
+                    count = Spill(m, order, count);
+                }
+
+                m.Slots[(order * _stride) + count] = pfn;
+                count++;
+                return;
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref m.Hot.Busy, 0);
+        }
+
+        FreeToCore(pfn, order);
+    }
+
+    /// <summary>Fills an empty magazine for <paramref name="order"/>: one depot batch, else a bulk claim from the allocator.</summary>
+    private int Refill(Magazine m, int order)
+    {
+        Span<uint> dest = m.Slots.AsSpan(order * _stride, Capacity(order));
+        int got = PopDepot(order, dest);
+        if (got == 0)
+        {
+            got = _core.AllocBulk(order, dest[..Batch(order)]);
+        }
+
+        return got;
+    }
+
+    /// <summary>Moves the oldest batch out of a full magazine into a depot (or the allocator); returns the new count.</summary>
+    private int Spill(Magazine m, int order, int count)
+    {
+        int batch = Batch(order);
+        Span<uint> slots = m.Slots.AsSpan(order * _stride, count);
+        Span<uint> oldest = slots[..batch];
+        for (int i = 0; i < batch; i++)
+        {
+            _desc[oldest[i]].Next = i + 1 < batch ? oldest[i + 1] + 1 : 0;
+        }
+
+        long word = ((long)batch << 32) | (oldest[0] + 1L);
+        if (!PushDepot(order, word))
+        {
+            foreach (uint p in oldest)
+            {
+                FreeToCore(p, order);
+            }
+        }
+
+        slots[batch..].CopyTo(slots);
+        return count - batch;
+    }
+
+    /// <summary>Takes one batch from a depot (this CPU's first) into <paramref name="dest"/>; returns its length.</summary>
+    private int PopDepot(int order, Span<uint> dest)
+    {
+        int cpu = CurrentCpu();
+        for (int k = 0; k < _cpuCount; k++)
+        {
+            long* slots = DepotOf(cpu, order);
+            for (int s = 0; s < DepotSlots; s++)
+            {
+                if (Volatile.Read(ref slots[s]) != 0)
+                {
+                    long word = TakeBatch(ref slots[s]);
+                    if (word != 0)
+                    {
+                        return UnchainBatch(word, dest);
+                    }
+                }
+            }
+
+            cpu = cpu + 1 == _cpuCount ? 0 : cpu + 1;
+        }
+
+        return 0;
+    }
+
+    /// <summary>Publishes a chained batch in an empty depot slot (this CPU's first); false when all are full.</summary>
+    private bool PushDepot(int order, long word)
+    {
+        int cpu = CurrentCpu();
+        for (int k = 0; k < _cpuCount; k++)
+        {
+            long* slots = DepotOf(cpu, order);
+            for (int s = 0; s < DepotSlots; s++)
+            {
+                if (Volatile.Read(ref slots[s]) == 0 && TryPublishBatch(ref slots[s], word))
+                {
+                    return true;
+                }
+            }
+
+            cpu = cpu + 1 == _cpuCount ? 0 : cpu + 1;
+        }
+
+        return false;
+    }
+
+    /// <summary>Depot slot transition: empty -> batch.</summary>
+    /// <remarks>Invariant: a slot holds at most one batch, and a batch is in at most one slot. CAS from 0, a full fence,
+    /// so the chain links written before it are visible to whoever takes the batch.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryPublishBatch(ref long slot, long word) => Interlocked.CompareExchange(ref slot, word, 0) == 0;
+
+    /// <summary>Depot slot transition: batch -> empty, taking the whole batch.</summary>
+    /// <remarks>Invariant: exactly one taker gets a given batch (the exchange returns it to one thread only). Full fence:
+    /// the taker sees the links the publisher wrote.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static long TakeBatch(ref long slot) => Interlocked.Exchange(ref slot, 0);
+
+    private int UnchainBatch(long word, Span<uint> dest)
+    {
+        int count = (int)(word >> 32);
+        uint link = (uint)word;
+        int i = 0;
+        for (; i < count && link != 0; i++)
+        {
+            uint p = link - 1;
+            dest[i] = p;
+            link = _desc[p].Next;
+            _desc[p].Next = 0;
+        }
+
+        if (i != count)
+        {
+            throw new InvalidOperationException($"PageCore: a per-CPU batch of {count} blocks held only {i}: the chain was corrupted.");
+        }
+
+        return count;
+    }
+
+    private long EmptyMagazine(Magazine m)
+    {
+        long moved = 0;
+        for (int o = 0; o < Orders; o++)
+        {
+            ref int count = ref m.Hot.Count(o);
+            for (int i = 0; i < count; i++)
+            {
+                FreeToCore(m.Slots[(o * _stride) + i], o);
+            }
+
+            moved += (long)count << o;
+            count = 0;
+        }
+
+        return moved;
+    }
+
+    private long DrainDepots()
+    {
+        long moved = 0;
+        uint[] buffer = new uint[Capacity(0)];
+        for (int cpu = 0; cpu < _cpuCount; cpu++)
+        {
+            for (int o = 0; o < Orders; o++)
+            {
+                long* slots = DepotOf(cpu, o);
+                for (int s = 0; s < DepotSlots; s++)
+                {
+                    long word = TakeBatch(ref slots[s]);
+                    if (word == 0)
+                    {
+                        continue;
+                    }
+
+                    int count = UnchainBatch(word, buffer);
+                    for (int i = 0; i < count; i++)
+                    {
+                        FreeToCore(buffer[i], o);
+                    }
+
+                    moved += (long)count << o;
+                }
+            }
+        }
+
+        return moved;
+    }
+
+    private void FreeToCore(uint pfn, int order)
+    {
+        if (!_core.TryFree(pfn, order))
+        {
+            _arena.ThrowCoreFreeFailed(pfn, order);
+        }
+    }
+
+    private bool EnterStealer(bool wait)
+    {
+        if (Interlocked.CompareExchange(ref _stealer, 1, 0) == 0)
+        {
+            return true;
+        }
+
+        if (!wait)
+        {
+            return false;
+        }
+
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref _stealer, 1, 0) != 0)
+        {
+            spin.SpinOnce();
+        }
+
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private long* DepotOf(int cpu, int order) => _depot + (cpu * _cpuStride) + (order * DepotSlots);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int CurrentCpu() => (int)((uint)Thread.GetCurrentProcessorId() % (uint)_cpuCount);
+
+    /// <summary>The calling thread's magazine for these caches, created and registered on first use.</summary>
+    private Magazine CurrentMagazine()
+    {
+        Magazine? m = t_magazine;
+        if (m is not null && m.Owner == this)
+        {
+            return m;
+        }
+
+        // The thread's list of magazines (one per arena it used); drop those of disposed arenas on the way.
+        Magazine? prev = null;
+        for (Magazine? cur = t_magazines; cur is not null; cur = cur.NextOfThread)
+        {
+            if (cur.Owner == this)
+            {
+                t_magazine = cur;
+                return cur;
+            }
+
+            if (cur.Owner._disposed)
+            {
+                if (prev is null) t_magazines = cur.NextOfThread;
+                else prev.NextOfThread = cur.NextOfThread;
+            }
+            else
+            {
+                prev = cur;
+            }
+        }
+
+        if (_disposed)
+        {
+            throw new ObjectDisposedException(nameof(PageArena));
+        }
+
+        var created = new Magazine(this, _stride) { NextOfThread = t_magazines };
+        t_magazines = created;
+        t_magazine = created;
+        int registered = Register(created);
+        if (registered >= 64 && (registered & (registered - 1)) == 0)
+        {
+            // The registry doubled: return the blocks of threads that exited and forget their magazines.
+            Drain(wait: false);
+        }
+
+        return created;
+    }
+
+    private int Register(Magazine m)
+    {
+        while (true)
+        {
+            Magazine[] current = Volatile.Read(ref _magazines);
+            Magazine[] next = [.. current, m];
+            if (Interlocked.CompareExchange(ref _magazines, next, current) == current)
+            {
+                return next.Length;
+            }
+        }
+    }
+
+    /// <summary>Unregisters magazines of exited threads that were just emptied (and only those: a magazine registered
+    /// after the drain's snapshot may still hold blocks).</summary>
+    private void Forget(List<Magazine> emptied)
+    {
+        while (true)
+        {
+            Magazine[] current = Volatile.Read(ref _magazines);
+            Magazine[] next = Array.FindAll(current, m => !emptied.Contains(m));
+            if (next.Length == current.Length || Interlocked.CompareExchange(ref _magazines, next, current) == current)
+            {
+                return;
+            }
+        }
+    }
+}

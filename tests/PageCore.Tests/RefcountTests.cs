@@ -1,0 +1,186 @@
+using PageCore.Descriptors;
+using Xunit;
+
+namespace PageCore.Tests;
+
+public sealed class RefcountTests
+{
+    public static TheoryData<bool> CacheModes => new() { true, false };
+
+    [Theory]
+    [MemberData(nameof(CacheModes))]
+    public void AllocatedHeadHasRefcountOneAndLastPutFrees(bool caches)
+    {
+        using ArenaLease lease = TestSupport.Lease(caches: caches);
+        PageArena arena = lease.Arena;
+        long free = arena.FreePageCount;
+        Pfn p = arena.AllocPages(0);
+        Assert.Equal(1, arena.RefCount(p));
+        Assert.Equal(free - 1, arena.FreePageCount);
+
+        arena.GetPage(p);
+        Assert.Equal(2, arena.RefCount(p));
+        Assert.False(arena.PutPage(p));
+        Assert.Equal(1, arena.RefCount(p));
+        Assert.True(arena.PutPage(p));
+        Assert.Equal(0, arena.RefCount(p));
+        Assert.Equal(free, arena.FreePageCount);
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Theory]
+    [MemberData(nameof(CacheModes))]
+    public void PutThatReachesZeroFreesTheWholeRecordedBlock(bool caches)
+    {
+        using ArenaLease lease = TestSupport.Lease(caches: caches);
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(5);
+        Assert.True(arena.PutPage(p));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void TryGetUnlessZeroNeverRevivesAFreePage()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        arena.FreePages(p, 0);
+        Assert.False(arena.TryGetPageUnlessZero(p));
+        Assert.Equal(0, arena.RefCount(p));
+        Assert.False(arena.TryGetPageUnlessZero(new Pfn(100)));
+        Assert.Equal(0, arena.RefCount(new Pfn(100)));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void TryGetUnlessZeroTakesAReferenceOnALivePage()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        Assert.True(arena.TryGetPageUnlessZero(p));
+        Assert.Equal(2, arena.RefCount(p));
+        Assert.False(arena.PutPage(p));
+        arena.FreePages(p, 0);
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void FreezeSucceedsOnlyAtTheExpectedCountAndBlocksSpeculativeGets()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        arena.GetPage(p);
+        Assert.False(arena.FreezeRefs(p, 1));
+        Assert.Equal(2, arena.RefCount(p));
+
+        Assert.True(arena.FreezeRefs(p, 2));
+        Assert.Equal(0, arena.RefCount(p));
+        Assert.False(arena.TryGetPageUnlessZero(p));
+        Assert.Equal(0, arena.RefCount(p));
+        Assert.Throws<PageBugException>(() => arena.PutPage(p));
+        Assert.Throws<PageBugException>(() => arena.GetPage(p));
+        Assert.Throws<PageBugException>(() => arena.FreePages(p, 0));
+        Assert.Equal(0, arena.RefCount(p));
+
+        arena.UnfreezeRefs(p, 1);
+        Assert.Equal(1, arena.RefCount(p));
+        Assert.True(arena.TryGetPageUnlessZero(p));
+        Assert.False(arena.PutPage(p));
+        arena.FreePages(p, 0);
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void FreezeAndUnfreezeRejectBadCounts()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.FreezeRefs(p, 0));
+        Assert.True(arena.FreezeRefs(p, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.UnfreezeRefs(p, 0));
+        arena.UnfreezeRefs(p, 1);
+        arena.FreePages(p, 0);
+    }
+
+    [Fact]
+    public void UnfreezeOfAPageThatIsNotFrozenIsABugReportAndChangesNothing()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        var ex = Assert.Throws<PageBugException>(() => arena.UnfreezeRefs(p, 5));
+        Assert.Equal("page_ref_unfreeze", ex.Operation);
+        Assert.Equal(1, arena.RefCount(p));
+        arena.FreePages(p, 0);
+
+        var free = Assert.Throws<PageBugException>(() => arena.UnfreezeRefs(p, 1));
+        Assert.Contains("free", free.Reason);
+        Assert.Equal(0, arena.RefCount(p));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void PutAtZeroIsABugReportWithADumpAndLeavesTheCounter()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        arena.FreePages(p, 0);
+        var ex = Assert.Throws<PageBugException>(() => arena.PutPage(p));
+        Assert.Equal(p, ex.Pfn);
+        Assert.Equal("put_page", ex.Operation);
+        Assert.Contains("refcount:0", ex.DescriptorDump);
+        Assert.Equal(0, arena.RefCount(p));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void GetOnAFreePageIsABugReportAndDoesNotReviveIt()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        var ex = Assert.Throws<PageBugException>(() => arena.GetPage(new Pfn(7)));
+        Assert.Equal("get_page", ex.Operation);
+        Assert.Equal(0, arena.RefCount(new Pfn(7)));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void OverflowIsABugReportAndLeavesTheCounter()
+    {
+        using ArenaLease lease = TestSupport.Lease();
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        Assert.True(arena.FreezeRefs(p, 1));
+        arena.UnfreezeRefs(p, PageRef.MaxCount);
+        var ex = Assert.Throws<PageBugException>(() => arena.GetPage(p));
+        Assert.Contains("overflow", ex.Reason);
+        Assert.Throws<PageBugException>(() => arena.TryGetPageUnlessZero(p));
+        Assert.Equal(PageRef.MaxCount, arena.RefCount(p));
+        Assert.True(arena.FreezeRefs(p, PageRef.MaxCount));
+        arena.UnfreezeRefs(p, 1);
+        arena.FreePages(p, 0);
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void PfnOutsideTheArenaIsRejectedEverywhere()
+    {
+        using ArenaLease lease = TestSupport.Lease(pages: 1024);
+        PageArena arena = lease.Arena;
+        var outside = new Pfn(1024);
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.GetPage(outside));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.PutPage(outside));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.TryGetPageUnlessZero(outside));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.FreezeRefs(outside, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.UnfreezeRefs(outside, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.RefCount(outside));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.FreePages(outside, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.FreePages(new Pfn(uint.MaxValue), 0));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+}

@@ -1,0 +1,80 @@
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PageCore.Tests;
+
+/// <summary>Concurrency tests run one at a time: xunit's Timeout is reliable only without parallel collections.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class StressCollection
+{
+    public const string Name = "Stress";
+}
+
+/// <summary>Seeds and budgets shared by the tests.</summary>
+internal static class TestSupport
+{
+    /// <summary>Seconds each timed concurrency test runs its churn (PAGECORE_TEST_SECONDS overrides).</summary>
+    public static TimeSpan ChurnTime =>
+        TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("PAGECORE_TEST_SECONDS"), out double s) ? s : 1.5);
+
+    /// <summary>A seed, printed so that a failure can be replayed with PAGECORE_TEST_SEED.</summary>
+    public static int Seed(ITestOutputHelper output, string test)
+    {
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("PAGECORE_TEST_SEED"), out int fixedSeed)
+            ? fixedSeed
+            : Random.Shared.Next();
+        output.WriteLine($"{test}: seed {seed} (replay with PAGECORE_TEST_SEED={seed}), threads {2 * Environment.ProcessorCount}, processors {Environment.ProcessorCount}");
+        return seed;
+    }
+
+    public static PageArena NewArena(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32) =>
+        PageArena.Create(new PageArenaOptions
+        {
+            Pages = pages,
+            MaxOrder = maxOrder,
+            PerCpuCaches = caches,
+            Checked = isChecked,
+            PerCpuBatch = batch,
+        });
+
+    /// <summary>An arena that is force-disposed at the end of a test, so a failed assertion is not hidden by Dispose refusing.</summary>
+    public static ArenaLease Lease(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32) =>
+        new(NewArena(pages, maxOrder, caches, isChecked, batch));
+
+    /// <summary>Drains, verifies, and checks that the whole arena is free as blocks of MaxOrder.</summary>
+    public static void AssertFullyFreeAndCoalesced(PageArena arena)
+    {
+        arena.Drain();
+        ArenaReport report = arena.Verify();
+        Assert.True(report.IsClean, report.ToString());
+        Assert.Equal(0, report.AllocatedPages);
+        Assert.Equal(0, report.CachedPages);
+        Assert.Equal(arena.PageCount, report.FreePages);
+        Assert.Equal(arena.PageCount >> arena.MaxOrder, report.FreeBlocksByOrder[arena.MaxOrder]);
+        for (int k = 0; k < arena.MaxOrder; k++)
+        {
+            Assert.Equal(0, report.FreeBlocksByOrder[k]);
+        }
+
+        Assert.Equal(arena.PageCount, arena.FreePageCount);
+    }
+
+    /// <summary>Joins worker threads within a deadline; fails the test (instead of hanging) if one does not finish.</summary>
+    public static void JoinAll(IEnumerable<Thread> threads, TimeSpan limit)
+    {
+        DateTime deadline = DateTime.UtcNow + limit;
+        foreach (Thread t in threads)
+        {
+            TimeSpan left = deadline - DateTime.UtcNow;
+            Assert.True(t.Join(left > TimeSpan.Zero ? left : TimeSpan.Zero), $"worker {t.Name} did not finish within {limit}");
+        }
+    }
+}
+
+/// <summary>Owns an arena for one test and releases it with <c>Dispose(force: true)</c>.</summary>
+internal sealed class ArenaLease(PageArena arena) : IDisposable
+{
+    public PageArena Arena { get; } = arena;
+
+    public void Dispose() => Arena.Dispose(force: true);
+}
