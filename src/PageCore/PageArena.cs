@@ -198,30 +198,57 @@ public sealed unsafe partial class PageArena : IDisposable
             ThrowBadFree(p, order);
         }
 
-        if (order != 0)
+        if (order == 0)
         {
-            // From here on the head alone is what a last PutPage by somebody else frees: the caller frees the rest below.
-            // Plain store: the caller owns the block; the put that follows is a full fence, before any other put can
-            // reach zero (the caller's reference keeps the count above zero until then).
-            d.Order = 0;
+            RefPut r = PageRef.PutTestZero(ref d);
+            if (r == RefPut.Zero)
+            {
+                FreeBlock(p, 0);
+            }
+            else if (r == RefPut.Underflow)
+            {
+                ThrowBug(p, "__free_pages", "refcount is 0: the page is frozen, or a concurrent put raced this free");
+            }
+
+            return;
         }
 
-        switch (PageRef.PutTestZero(ref d))
+        if (PageRef.TryPutLast(ref d))
         {
-            case RefPut.Zero:
-                FreeBlock(p, order);
-                break;
-            case RefPut.Live:
-                if (order != 0)
-                {
-                    FreeBuddiesOfHead(p, order);
-                }
+            // The caller held the only reference: the whole block goes back at once.
+            FreeBlock(p, order);
+            return;
+        }
 
-                break;
-            default:
-                d.Order = (byte)order;
-                ThrowBug(p, "__free_pages", "refcount is 0: the block is frozen, or a concurrent put raced this free");
-                break;
+        FreeSharedBlock(p, order);
+    }
+
+    /// <summary>
+    /// <c>__free_pages</c> when somebody else (a speculative getter) also holds a reference on the head: free everything
+    /// but the head while the caller's reference still pins it, then drop that reference; the head alone, now an
+    /// order-0 page, is freed by whichever put is last. Nothing leaks and nothing is freed twice.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeSharedBlock(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        if (PageRef.Count(ref d) <= 0)
+        {
+            ThrowBug(p, "__free_pages", "refcount is 0: the block is frozen, or a concurrent put raced this free");
+        }
+
+        // Plain store: the caller owns the block; the other holders only put, and no put can reach zero before the
+        // caller's own (its reference keeps the count above zero), whose full fence publishes this store.
+        d.Order = 0;
+        FreeBuddiesOfHead(p, order);
+        RefPut r = PageRef.PutTestZero(ref d);
+        if (r == RefPut.Zero)
+        {
+            FreeBlock(p, 0);
+        }
+        else if (r == RefPut.Underflow)
+        {
+            ThrowBug(p, "__free_pages", "refcount reached 0 under a concurrent put while the block was being freed");
         }
     }
 
@@ -331,12 +358,32 @@ public sealed unsafe partial class PageArena : IDisposable
     }
 
     /// <summary>
-    /// The tail of <c>__free_pages</c> when its put did not free the head: free the buddies of the head, orders
-    /// <c>order-1</c> down to 0, leaving the head (now order 0) to the last putter.
+    /// The buddies of a block's head, orders <c>order-1</c> down to 0 (the loop at the end of <c>__free_pages</c>),
+    /// leaving the head (now order 0) to the last putter.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreeBuddiesOfHead(uint p, int order)
     {
+        if (order >= FrameAllocator.ChunkShift)
+        {
+            // A huge block is held as whole chunks, not bits: the allocator frees everything but the head in one step,
+            // which is the same as freeing the buddies of orders order-1..0 one by one.
+            if (_checked)
+            {
+                for (int o = order - 1; o >= 0; o--)
+                {
+                    CheckAndPoisonFreedBlock(p + (1u << o), o);
+                }
+            }
+
+            if (!_core.TryReleaseHugeExceptHead(p, order))
+            {
+                ThrowCoreFreeFailed(p, order);
+            }
+
+            return;
+        }
+
         for (int o = order - 1; o >= 0; o--)
         {
             FreeBlock(p + (1u << o), o);

@@ -146,6 +146,40 @@ public sealed class AllocatorTests
     }
 
     [Theory]
+    [InlineData(9, true)]
+    [InlineData(10, false)]
+    [InlineData(10, true)]
+    public void FreeOfAHugeBlockWithASpeculativeReferenceOnTheHeadLeaksNothing(int order, bool isChecked)
+    {
+        using ArenaLease lease = TestSupport.Lease(pages: 4096, isChecked: isChecked);
+        PageArena arena = lease.Arena;
+        Pfn block = arena.AllocPages(order);
+        Assert.True(arena.TryGetPageUnlessZero(block));
+        arena.FreePages(block, order);
+        Assert.Equal(arena.PageCount - 1, arena.FreePageCount);
+        ArenaReport mid = arena.Verify();
+        Assert.True(mid.IsClean, mid.ToString());
+        Assert.Equal(1, mid.AllocatedPages);
+
+        // The freed part is usable at once, around the head that is still held.
+        var pages = new List<Pfn>();
+        while (arena.TryAllocPages(0, out Pfn page))
+        {
+            Assert.NotEqual(block, page);
+            pages.Add(page);
+        }
+
+        Assert.Equal(arena.PageCount - 1, pages.Count);
+        foreach (Pfn page in pages)
+        {
+            arena.FreePages(page, 0);
+        }
+
+        Assert.True(arena.PutPage(block));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Theory]
     [MemberData(nameof(CacheModes))]
     public void EveryFreeMisuseThrowsAndChangesNothing(bool caches)
     {

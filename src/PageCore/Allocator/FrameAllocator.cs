@@ -201,6 +201,33 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// Frees all of a huge block (order 9 or more) but its first page, which stays in use as an order-0 page: the
+    /// allocator side of <c>__free_pages</c> when a speculative reference still holds the head. The block's other
+    /// chunks become wholly free; its first chunk leaves the huge state with only the head's bit set.
+    /// </summary>
+    /// <returns>False, with nothing changed, when the block is not a huge block in use.</returns>
+    public bool TryReleaseHugeExceptHead(uint pfn, int order)
+    {
+        int first = (int)(pfn >> ChunkShift);
+        int span = 1 << (order - ChunkShift);
+        for (int i = 0; i < span; i++)
+        {
+            if (Volatile.Read(ref _chunks[first + i]) != HugeFlag)
+            {
+                return false;
+            }
+        }
+
+        for (int i = 1; i < span; i++)
+        {
+            ReleaseChunk(first + i);
+        }
+
+        ShrinkHugeChunkToHead(first);
+        return true;
+    }
+
     /// <inheritdoc />
     public void Dispose()
     {
@@ -256,6 +283,16 @@ internal sealed unsafe class FrameAllocator : IDisposable
     /// update; release orders every write to the block before the next claimant's CAS sees 512.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ReleaseChunk(int chunk) => Volatile.Write(ref _chunks[chunk], ChunkPages);
+
+    /// <summary>A huge chunk becomes an ordinary chunk whose first page alone is in use: <see cref="HugeFlag"/> -> 511.</summary>
+    /// <remarks>Keeps A3/A4: a huge chunk's bits are all clear and only its owner writes them, so the head's bit is set with
+    /// a plain release store; the count is published after it (release), so a reserver that sees 511 also sees the bit,
+    /// and count 511 = clear bits 511.</remarks>
+    private void ShrinkHugeChunkToHead(int chunk)
+    {
+        Volatile.Write(ref _bits[chunk * WordsPerChunk], 1UL);
+        Volatile.Write(ref _chunks[chunk], ChunkPages - 1);
+    }
 
     // ---------------------------------------------------------------------------------------------------------------
     // Bitfield word transitions.

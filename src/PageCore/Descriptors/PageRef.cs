@@ -152,6 +152,17 @@ internal static class PageRef
         return now == 0 ? RefPut.Zero : UndoUnderflow(ref d);
     }
 
+    /// <summary>
+    /// A put that happens only if it is the last one: 1 -> 0, else nothing (<c>folio_ref_freeze(folio, 1)</c> used as a
+    /// put, as <c>__free_pages</c> could if it wanted to know before freeing the buddies).
+    /// </summary>
+    /// <remarks>
+    /// Invariant: same as <see cref="PutTestZero"/> when it succeeds (exactly one thread takes the count to 0 and owns
+    /// the page); when it fails nothing changed. One CAS: fully ordered on success, like the decrement it replaces.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryPutLast(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 0, 1) == 1;
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static RefPut UndoUnderflow(ref PageDescriptor d)
     {
