@@ -49,22 +49,28 @@ public sealed unsafe partial class PageArena
             }
         }
 
-        // 1. Allocated blocks, from their heads.
-        long allocatedPages = 0, allocatedBlocks = 0, frozen = 0;
+        // 1. Allocated blocks, from their heads; every other page must look free.
+        long allocatedPages = 0, allocatedBlocks = 0, frozen = 0, cachedHeads = 0;
         for (long i = 0; i < n; i++)
         {
             ref PageDescriptor d = ref _desc[i];
             uint flags = d.Flags & ~(uint)PageFlags.Poisoned;
+            if (flags == (uint)PageFlags.Cached)
+            {
+                cachedHeads++; // checked against the caches in step 2
+                continue;
+            }
+
             if ((flags & (uint)PageFlags.AllocatedHead) == 0)
             {
                 if (flags != 0)
                 {
-                    Violation($"pfn 0x{i:x}: flags 0x{flags:x} on a page that is not an allocated head. {Dump((uint)i)}");
+                    Violation($"pfn 0x{i:x}: flags 0x{flags:x} on a page that is not a block head. {Dump((uint)i)}");
                 }
 
                 if (d.RefCount != 0)
                 {
-                    Violation($"pfn 0x{i:x}: refcount {d.RefCount} on a page that is not an allocated head. {Dump((uint)i)}");
+                    Violation($"pfn 0x{i:x}: refcount {d.RefCount} on a page that is not a block head. {Dump((uint)i)}");
                 }
 
                 continue;
@@ -100,8 +106,8 @@ public sealed unsafe partial class PageArena
             allocatedPages += 1L << order;
         }
 
-        // 2. Blocks held free in the per-CPU caches.
-        long cachedPages = 0;
+        // 2. Blocks held by the per-CPU caches: cache-owned heads with exactly the cache's reference.
+        long cachedPages = 0, cachedBlocks = 0;
         _caches?.ForEachCached((pfn, order) =>
         {
             if (pfn >= n || (pfn & ((1u << order) - 1)) != 0)
@@ -111,9 +117,9 @@ public sealed unsafe partial class PageArena
             }
 
             ref PageDescriptor d = ref _desc[pfn];
-            if ((d.Flags & ~(uint)PageFlags.Poisoned) != 0 || d.RefCount != 0)
+            if ((d.Flags & ~(uint)PageFlags.Poisoned) != (uint)PageFlags.Cached || d.Order != order || d.RefCount != 1)
             {
-                Violation($"pfn 0x{pfn:x}: cached (free) but its descriptor says otherwise. {Dump(pfn)}");
+                Violation($"pfn 0x{pfn:x}: held by a cache as order {order}, but its descriptor is not a cached head of that order with refcount 1. {Dump(pfn)}");
             }
 
             for (long p = pfn; p < pfn + (1L << order); p++)
@@ -126,41 +132,41 @@ public sealed unsafe partial class PageArena
                 owner[p] = Cached;
             }
 
+            cachedBlocks++;
             cachedPages += 1L << order;
         });
 
-        // 3. The shared allocator's bitfield and chunk counts.
+        if (cachedBlocks != cachedHeads)
+        {
+            Violation($"{cachedHeads} descriptors say cached but the caches hold {cachedBlocks} blocks (a cached block was lost).");
+        }
+
+        // 3. The shared allocator's bitfield and chunk states.
         long freePages = 0;
         for (int c = 0; c < _core.ChunkCount; c++)
         {
-            int status = _core.ReadChunk(c);
+            int status = _core.ReadStatus(c);
             long first = (long)c << FrameAllocator.ChunkShift;
-            int clear = 0;
-            for (int w = 0; w < FrameAllocator.WordsPerChunk; w++)
+            bool huge = status == FrameAllocator.Huge;
+            if (huge || status == FrameAllocator.HeadOnly)
             {
-                clear += 64 - System.Numerics.BitOperations.PopCount(_core.ReadWord((c * FrameAllocator.WordsPerChunk) + w));
-            }
-
-            bool huge = status == FrameAllocator.HugeFlag;
-            if (huge)
-            {
-                if (clear != FrameAllocator.ChunkPages)
+                for (int w = 0; w < FrameAllocator.WordsPerChunk; w++)
                 {
-                    Violation($"chunk {c}: held whole by a huge block but {FrameAllocator.ChunkPages - clear} bits are set.");
+                    ulong bits = _core.ReadWord((c * (long)FrameAllocator.WordsPerChunk) + w);
+                    if (huge ? bits != 0 : (w == 0 && (bits & 1) != 0))
+                    {
+                        Violation($"chunk {c}: status {(huge ? "huge" : "head-only")} but bits that it does not use are set.");
+                        break;
+                    }
                 }
-            }
-            else if (status != clear)
-            {
-                Violation($"chunk {c}: count {status} but {clear} pages are clear in the bitfield.");
             }
 
             for (int k = 0; k < FrameAllocator.ChunkPages; k++)
             {
                 long p = first + k;
-                bool set = (_core.ReadWord((int)(p >> 6)) & (1UL << (int)(p & 63))) != 0;
                 if (p >= n)
                 {
-                    if (!set)
+                    if ((_core.ReadWord(p >> 6) & (1UL << (int)(p & 63))) == 0)
                     {
                         Violation($"chunk {c}: padding page {k} past the arena's end is clear.");
                     }
@@ -168,8 +174,7 @@ public sealed unsafe partial class PageArena
                     continue;
                 }
 
-                bool inUse = set || huge;
-                if (inUse)
+                if (_core.IsInUse((uint)p))
                 {
                     if (owner[p] == Unseen)
                     {
@@ -177,7 +182,7 @@ public sealed unsafe partial class PageArena
                     }
                     else if (huge && owner[p] != Allocated)
                     {
-                        Violation($"pfn 0x{p:x}: in a huge chunk but not in an allocated block.");
+                        Violation($"pfn 0x{p:x}: held by a huge chunk but not in an allocated block.");
                     }
                 }
                 else if (owner[p] != Unseen)
@@ -243,12 +248,22 @@ public sealed unsafe partial class PageArena
     // -------------------------------------------------------------------------------------------------------------------
     // Checked mode.
 
+    /// <summary>
+    /// <c>check_new_page</c> in checked mode: the block's other pages are clean, and every poisoned page still holds its
+    /// poison (nobody wrote to it while it was free); the poison marks are cleared. The head's own state is checked by
+    /// the caller (free head from the shared allocator, or cached head).
+    /// </summary>
     private void CheckNewBlock(uint p, int order)
     {
         for (uint q = p; q < p + (1u << order); q++)
         {
             ref PageDescriptor d = ref _desc[q];
-            if ((d.Flags & ~(uint)PageFlags.Poisoned) != 0 || d.RefCount != 0 || d.MapCount != 0)
+            if (q != p && ((d.Flags & ~(uint)PageFlags.Poisoned) != 0 || d.RefCount != 0))
+            {
+                ThrowBadNewPage(q);
+            }
+
+            if (d.MapCount != 0 || d.PtFragCount != 0)
             {
                 ThrowBadNewPage(q);
             }
@@ -260,23 +275,28 @@ public sealed unsafe partial class PageArena
                     ThrowBug(q, "check_new_page", "the page was written after it was freed (its poison is damaged)");
                 }
 
-                d.Flags = 0;
+                d.Flags &= ~(uint)PageFlags.Poisoned;
             }
         }
     }
 
-    private void CheckAndPoisonFreedBlock(uint p, int order)
+    /// <summary>
+    /// <c>free_pages_prepare</c> in checked mode: the block's pages are not mapped or counted, and each is filled with
+    /// <see cref="PoisonByte"/> and marked <see cref="PageFlags.Poisoned"/>. The head's flags are set by the caller after.
+    /// </summary>
+    private void PoisonBlock(uint p, int order)
     {
         for (uint q = p; q < p + (1u << order); q++)
         {
             ref PageDescriptor d = ref _desc[q];
-            if (d.Flags != 0 || d.RefCount != 0 || d.MapCount != 0 || d.PtFragCount != 0 || (q != p && d.CompoundInfo != 0))
+            bool badTail = q != p && (d.Flags != 0 || d.RefCount != 0 || d.CompoundInfo != 0);
+            if (badTail || d.MapCount != 0 || d.PtFragCount != 0)
             {
                 ThrowBug(q, "free_pages_prepare", "bad page state on free: a page of the block is still flagged, counted or mapped");
             }
 
             new Span<byte>(_base + ((nuint)q << _pageShift), PageSize).Fill(PoisonByte);
-            d.Flags = (uint)PageFlags.Poisoned;
+            d.Flags |= (uint)PageFlags.Poisoned;
         }
     }
 
@@ -334,11 +354,15 @@ public sealed unsafe partial class PageArena
         }
 
         ref PageDescriptor d = ref _desc[p];
+        if ((d.Flags & (uint)PageFlags.Cached) != 0)
+        {
+            ThrowBug(p, "__free_pages", "the block is already free: it sits in a per-CPU cache (double free)");
+        }
+
         if ((d.Flags & (uint)PageFlags.AllocatedHead) == 0)
         {
-            bool inUse = IsInUseInAllocator(p);
-            ThrowBug(p, "__free_pages", inUse
-                ? "the page is not the head of an allocated block (a free of a tail or middle page, or of a page sitting in a per-CPU cache after a double free)"
+            ThrowBug(p, "__free_pages", _core.IsInUse(p)
+                ? "the page is not the head of an allocated block (a free of a tail or middle page)"
                 : "the page is free (double free)");
         }
 
@@ -348,12 +372,6 @@ public sealed unsafe partial class PageArena
         }
 
         ThrowBug(p, "__free_pages", "the block head has unexpected flags");
-    }
-
-    private bool IsInUseInAllocator(uint p)
-    {
-        int chunk = (int)(p >> FrameAllocator.ChunkShift);
-        return _core.ReadChunk(chunk) == FrameAllocator.HugeFlag || (_core.ReadWord((int)(p >> 6)) & (1UL << (int)(p & 63))) != 0;
     }
 
     /// <summary>Reports a free that the shared allocator refused (its bits were not set): a double free or corruption.</summary>

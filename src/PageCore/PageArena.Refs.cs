@@ -10,6 +10,9 @@ public sealed unsafe partial class PageArena
     /// compound page the reference lands on the head.
     /// </summary>
     /// <param name="pfn">A page with refcount &gt; 0 (or a tail of such a compound page).</param>
+    /// <remarks>The caller must already hold a reference. A get on a free page is refused before anything is written;
+    /// a get on a frozen page is undone at once, but between the add and the undo a concurrent speculative getter could
+    /// see the count as 1: like <c>VM_BUG_ON</c>, the check reports the bug, it cannot make it safe.</remarks>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
     /// <exception cref="PageBugException">The page's refcount is 0 (a free or frozen page) or at the overflow guard;
     /// the counter was left as it was.</exception>
@@ -17,6 +20,13 @@ public sealed unsafe partial class PageArena
     public void GetPage(Pfn pfn)
     {
         ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
+        if (d.Flags == 0)
+        {
+            // A free page: refuse before writing anything (the flags share the refcount's cache line, and reading them
+            // costs nothing before the locked add, unlike a read of the count itself).
+            ThrowGetFailed(head, RefGet.Dead, "get_page");
+        }
+
         RefGet r = PageRef.Inc(ref d);
         if (r != RefGet.Taken)
         {
@@ -162,7 +172,9 @@ public sealed unsafe partial class PageArena
         ref PageDescriptor d = ref _desc[head];
         if ((d.Flags & (uint)PageFlags.AllocatedHead) == 0)
         {
-            ThrowBug(head, "put_page", "the refcount reached 0 on a page that is not an allocated block head");
+            // Only a put at zero on a cached block can get here: the cache's own reference was taken away.
+            Interlocked.Increment(ref d.RefCount);
+            ThrowBug(head, "put_page", "the refcount reached 0 on a page that is not an allocated block head (a put on a freed, cached page)");
         }
 
         FreeBlock(head, d.Order);

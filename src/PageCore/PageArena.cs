@@ -141,21 +141,20 @@ public sealed unsafe partial class PageArena : IDisposable
 
         uint p;
         PageCaches? caches = _caches;
-        if (order < PageCaches.Orders && caches is not null)
+        if (order < PageCaches.Orders && caches is not null && caches.TryAlloc(order, out p))
         {
-            if (!caches.TryAlloc(order, out p) && !TryAllocAfterReclaim(order, out p))
-            {
-                pfn = default;
-                return false;
-            }
+            PrepCachedPage(p, order);
         }
-        else if (!_core.TryAlloc(order, out p) && !TryAllocAfterReclaim(order, out p))
+        else if (_core.TryAlloc(order, out p) || TryAllocAfterReclaim(order, out p))
+        {
+            PrepNewPage(p, order);
+        }
+        else
         {
             pfn = default;
             return false;
         }
 
-        PrepNewPage(p, order);
         pfn = new Pfn(p);
         return true;
     }
@@ -196,6 +195,22 @@ public sealed unsafe partial class PageArena : IDisposable
         if ((uint)order >= _orderLimit || (p & ((1u << order) - 1)) != 0 || d.Flags != (uint)PageFlags.AllocatedHead || d.Order != order)
         {
             ThrowBadFree(p, order);
+        }
+
+        PageCaches? caches = _caches;
+        if (order < PageCaches.Orders && caches is not null && Volatile.Read(ref d.RefCount) == 1)
+        {
+            // page_pool's recycle: the caller holds the only reference, and hands it to the cache as it is. No write to
+            // the refcount, so a speculative get that lands meanwhile (1 -> 2) is not lost: it just finds a cached page,
+            // and its put later takes the count back to the cache's 1. Plain flag store: the caller owns the block.
+            if (_checked)
+            {
+                PoisonBlock(p, order);
+            }
+
+            d.Flags = (uint)PageFlags.Cached | (_checked ? (uint)PageFlags.Poisoned : 0);
+            caches.Free(p, order);
+            return;
         }
 
         if (order == 0)
@@ -310,20 +325,21 @@ public sealed unsafe partial class PageArena : IDisposable
     // Allocation internals.
 
     /// <summary>
-    /// <c>prep_new_page</c> + <c>check_new_page</c>: the block is now ours; check its head, stamp order, flags and
-    /// generation, and publish refcount 1 last (release).
+    /// <c>prep_new_page</c> + <c>check_new_page</c> for a block from the shared allocator: the block is now ours; check
+    /// its head, stamp order, flags and generation, and publish refcount 1 last (release).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void PrepNewPage(uint p, int order)
     {
         ref PageDescriptor d = ref _desc[p];
+        if (((d.Flags & ~(uint)PageFlags.Poisoned) | (uint)d.RefCount) != 0)
+        {
+            ThrowBadNewPage(p);
+        }
+
         if (_checked)
         {
             CheckNewBlock(p, order);
-        }
-        else if ((d.Flags | (uint)d.RefCount) != 0)
-        {
-            ThrowBadNewPage(p);
         }
 
         d.Order = (byte)order;
@@ -333,8 +349,89 @@ public sealed unsafe partial class PageArena : IDisposable
     }
 
     /// <summary>
+    /// The allocation half of the cache hand-over: the cache's reference becomes the caller's, with no write to the
+    /// refcount (it may read above 1 if a speculative getter holds the block right now; that getter will put).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PrepCachedPage(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        if (d.Flags != (uint)PageFlags.Cached || d.Order != order)
+        {
+            PrepCachedPageSlow(p, order);
+        }
+
+        d.Flags = (uint)PageFlags.AllocatedHead;
+        d.Generation++;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void PrepCachedPageSlow(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        if (!_checked || (d.Flags & ~(uint)PageFlags.Poisoned) != (uint)PageFlags.Cached || d.Order != order)
+        {
+            ThrowBug(p, "check_new_page", "the per-CPU cache handed out a block that is not a cached block of that order (bad page state)");
+        }
+
+        CheckNewBlock(p, order);
+    }
+
+    /// <summary>
+    /// A free block from the shared allocator enters a cache: flags <see cref="PageFlags.Cached"/>, refcount 0 -> 1
+    /// (the cache's reference, a release store: <see cref="PageRef.SetAllocated"/>).
+    /// </summary>
+    internal void AdoptIntoCache(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        if ((d.Flags & ~(uint)PageFlags.Poisoned) != 0 || d.RefCount != 0)
+        {
+            ThrowBadNewPage(p);
+        }
+
+        d.Order = (byte)order;
+        d.Flags = (uint)PageFlags.Cached | (d.Flags & (uint)PageFlags.Poisoned);
+        PageRef.SetAllocated(ref d);
+    }
+
+    /// <summary>
+    /// A cache gives a block back to the shared allocator: it becomes an ordinary allocation and the cache drops its
+    /// reference with a real put. If a speculative getter still holds the block, that getter's last put frees it.
+    /// </summary>
+    internal void ReleaseCachedToCore(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        uint poisoned = d.Flags & (uint)PageFlags.Poisoned;
+        if ((d.Flags & ~(uint)PageFlags.Poisoned) != (uint)PageFlags.Cached || d.Order != order)
+        {
+            ThrowBug(p, "free_pcppages_bulk", "a cached block's descriptor does not say cached, or says another order");
+        }
+
+        // Ordinary allocation state first (plain stores, published by the put's full fence), so that a speculative
+        // holder's last put frees the block like any other.
+        d.Flags = (uint)PageFlags.AllocatedHead;
+        switch (PageRef.PutTestZero(ref d))
+        {
+            case RefPut.Zero:
+                d.Flags = poisoned;
+                d.Order = 0;
+                if (!_core.TryFree(p, order))
+                {
+                    ThrowCoreFreeFailed(p, order);
+                }
+
+                break;
+            case RefPut.Live:
+                break;
+            default:
+                ThrowBug(p, "free_pcppages_bulk", "a cached block had refcount 0");
+                break;
+        }
+    }
+
+    /// <summary>
     /// <c>free_frozen_pages</c>: the block's refcount is 0 and the caller owns it; clear the head and hand the block to
-    /// the caches or the shared allocator.
+    /// the caches (which take a reference of their own) or to the shared allocator.
     /// </summary>
     private void FreeBlock(uint p, int order)
     {
@@ -343,12 +440,13 @@ public sealed unsafe partial class PageArena : IDisposable
         d.Order = 0;
         if (_checked)
         {
-            CheckAndPoisonFreedBlock(p, order);
+            PoisonBlock(p, order);
         }
 
         PageCaches? caches = _caches;
         if (order < PageCaches.Orders && caches is not null)
         {
+            AdoptIntoCache(p, order);
             caches.Free(p, order);
         }
         else if (!_core.TryFree(p, order))
@@ -372,7 +470,7 @@ public sealed unsafe partial class PageArena : IDisposable
             {
                 for (int o = order - 1; o >= 0; o--)
                 {
-                    CheckAndPoisonFreedBlock(p + (1u << o), o);
+                    PoisonBlock(p + (1u << o), o);
                 }
             }
 

@@ -52,16 +52,39 @@ public sealed unsafe class AllocatorInternalsTests(ITestOutputHelper output)
                 for (int i = 0; i < words.Length; i++)
                 {
                     int r = rng.Next(10);
-                    words[i] = r == 0 ? FrameAllocator.HugeFlag : r == 1 ? FrameAllocator.ChunkPages : rng.Next(0, 40);
+                    words[i] = r < 3 ? FrameAllocator.Huge : r < 5 ? FrameAllocator.HeadOnly : r < 8 ? FrameAllocator.Normal : rng.Next(0, 600);
                 }
 
                 int from = rng.Next(words.Length);
                 int to = rng.Next(from, words.Length + 1);
-                int min = rng.Next(0, 600);
-                int max = rng.Next(2) == 0 ? min : Math.Max(min, FrameAllocator.ChunkPages);
+                int min = rng.Next(0, 3);
+                int max = rng.Next(2) == 0 ? min : rng.Next(min, 600);
                 Assert.Equal(
                     ChunkScan.FindInRangeScalar(w, from, to, min, max),
                     ChunkScan.FindInRange(w, from, to, min, max, useVectors: true));
+            }
+        }
+    }
+
+    [Fact]
+    public void VectorAndScalarWordCompareAgree()
+    {
+        var rng = new Random(TestSupport.Seed(output, nameof(VectorAndScalarWordCompareAgree)));
+        ulong[] words = new ulong[8];
+        fixed (ulong* w = words)
+        {
+            for (int trial = 0; trial < 2000; trial++)
+            {
+                for (int i = 0; i < 8; i++)
+                {
+                    int r = rng.Next(3);
+                    words[i] = r == 0 ? 0UL : r == 1 ? ulong.MaxValue : (ulong)rng.NextInt64();
+                }
+
+                foreach (ulong value in new[] { 0UL, ulong.MaxValue })
+                {
+                    Assert.Equal(ChunkScan.EqualWordsScalar(w, value), ChunkScan.EqualWords(w, value, useVectors: true));
+                }
             }
         }
     }

@@ -204,7 +204,8 @@ public sealed class AllocatorTests
         arena.FreePages(block, 2);
         var twice = Assert.Throws<PageBugException>(() => arena.FreePages(block, 2));
         Assert.Equal("__free_pages", twice.Operation);
-        Assert.Contains("refcount:0", twice.DescriptorDump);
+        Assert.Contains("double free", twice.Reason);
+        Assert.Contains("pfn:0x", twice.DescriptorDump);
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 

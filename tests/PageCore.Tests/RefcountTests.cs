@@ -23,7 +23,7 @@ public sealed class RefcountTests
         Assert.False(arena.PutPage(p));
         Assert.Equal(1, arena.RefCount(p));
         Assert.True(arena.PutPage(p));
-        Assert.Equal(0, arena.RefCount(p));
+        Assert.Equal(caches ? 1 : 0, arena.RefCount(p)); // a cached page keeps the cache's own reference
         Assert.Equal(free, arena.FreePageCount);
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
@@ -42,7 +42,7 @@ public sealed class RefcountTests
     [Fact]
     public void TryGetUnlessZeroNeverRevivesAFreePage()
     {
-        using ArenaLease lease = TestSupport.Lease();
+        using ArenaLease lease = TestSupport.Lease(caches: false);
         PageArena arena = lease.Arena;
         Pfn p = arena.AllocPages(0);
         arena.FreePages(p, 0);
@@ -109,7 +109,7 @@ public sealed class RefcountTests
     [Fact]
     public void UnfreezeOfAPageThatIsNotFrozenIsABugReportAndChangesNothing()
     {
-        using ArenaLease lease = TestSupport.Lease();
+        using ArenaLease lease = TestSupport.Lease(caches: false);
         PageArena arena = lease.Arena;
         Pfn p = arena.AllocPages(0);
         var ex = Assert.Throws<PageBugException>(() => arena.UnfreezeRefs(p, 5));
@@ -126,7 +126,7 @@ public sealed class RefcountTests
     [Fact]
     public void PutAtZeroIsABugReportWithADumpAndLeavesTheCounter()
     {
-        using ArenaLease lease = TestSupport.Lease();
+        using ArenaLease lease = TestSupport.Lease(caches: false);
         PageArena arena = lease.Arena;
         Pfn p = arena.AllocPages(0);
         arena.FreePages(p, 0);
@@ -135,6 +135,59 @@ public sealed class RefcountTests
         Assert.Equal("put_page", ex.Operation);
         Assert.Contains("refcount:0", ex.DescriptorDump);
         Assert.Equal(0, arena.RefCount(p));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void CachedPagesKeepTheCachesReferenceLikePagePool()
+    {
+        // A block freed by its only holder goes to the thread's magazine with the cache's reference (refcount 1), as
+        // page_pool's recycled pages do; the shared allocator's free pages have refcount 0.
+        using ArenaLease lease = TestSupport.Lease(caches: true);
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        arena.FreePages(p, 0);
+        Assert.Equal(1, arena.RefCount(p));
+        Assert.True(arena.CachedPageCount >= 1);
+        Assert.Equal(arena.PageCount, arena.FreePageCount);
+
+        // A speculative walker may take it and must put it back; the cache's reference is untouched.
+        Assert.True(arena.TryGetPageUnlessZero(p));
+        Assert.False(arena.PutPage(p));
+        Assert.Equal(1, arena.RefCount(p));
+
+        // A put by the former owner (a use after free) is refused and changes nothing.
+        var ex = Assert.Throws<PageBugException>(() => arena.PutPage(p));
+        Assert.Contains("cached", ex.Reason);
+        Assert.Equal(1, arena.RefCount(p));
+        Assert.Throws<PageBugException>(() => arena.FreePages(p, 0));
+
+        // The next allocation takes the same page back without touching its count.
+        Pfn again = arena.AllocPages(0);
+        Assert.Equal(p, again);
+        Assert.Equal(1, arena.RefCount(again));
+        arena.FreePages(again, 0);
+
+        arena.Drain();
+        Assert.Equal(0, arena.RefCount(p));
+        Assert.False(arena.TryGetPageUnlessZero(p));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void DrainLeavesACachedPageHeldByASpeculativeGetterToThatGettersLastPut()
+    {
+        using ArenaLease lease = TestSupport.Lease(caches: true);
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        arena.FreePages(p, 0);
+        Assert.True(arena.TryGetPageUnlessZero(p)); // 2: the cache's and the walker's
+        arena.Drain();                              // the cache drops its reference: 1, the walker's
+        Assert.Equal(1, arena.RefCount(p));
+        ArenaReport mid = arena.Verify();
+        Assert.True(mid.IsClean, mid.ToString());
+        Assert.Equal(1, mid.AllocatedPages);
+        Assert.True(arena.PutPage(p));              // the walker's put frees it
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 

@@ -5,7 +5,8 @@ using System.Runtime.Intrinsics;
 namespace PageCore.Allocator;
 
 /// <summary>
-/// Scans the frame allocator's chunk status words for the first one whose value lies in a range, with
+/// Scans of the frame allocator's metadata: the chunk status words (first one in a range) and a chunk's eight
+/// bitfield words (which equal a value), with
 /// <c>System.Runtime.Intrinsics</c> (<see cref="Vector512"/>, <see cref="Vector256"/> or <see cref="Vector128"/>,
 /// whichever the hardware accelerates) and a scalar fallback.
 /// </summary>
@@ -68,6 +69,60 @@ internal static unsafe class ChunkScan
         }
 
         return FindInRangeScalar(words, i, to, min, max);
+    }
+
+    /// <summary>
+    /// Which of the eight bitfield words of a chunk equal <paramref name="value"/>: bit i of the result for word i. One
+    /// 64-byte compare with <see cref="Vector512"/>, two with <see cref="Vector256"/>, four with <see cref="Vector128"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int EqualWords(ulong* words, ulong value, bool useVectors)
+    {
+        if (useVectors)
+        {
+            if (Vector512.IsHardwareAccelerated)
+            {
+                return (int)Vector512.Equals(Vector512.Load(words), Vector512.Create(value)).ExtractMostSignificantBits();
+            }
+
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var v = Vector256.Create(value);
+                uint lo = Vector256.Equals(Vector256.Load(words), v).ExtractMostSignificantBits();
+                uint hi = Vector256.Equals(Vector256.Load(words + 4), v).ExtractMostSignificantBits();
+                return (int)(lo | (hi << 4));
+            }
+
+            if (Vector128.IsHardwareAccelerated)
+            {
+                var v = Vector128.Create(value);
+                uint m = 0;
+                for (int i = 0; i < 4; i++)
+                {
+                    m |= Vector128.Equals(Vector128.Load(words + (2 * i)), v).ExtractMostSignificantBits() << (2 * i);
+                }
+
+                return (int)m;
+            }
+        }
+
+        return EqualWordsScalar(words, value);
+    }
+
+    /// <summary>The scalar form of <see cref="EqualWords"/>.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static int EqualWordsScalar(ulong* words, ulong value)
+    {
+        int m = 0;
+        for (int i = 0; i < 8; i++)
+        {
+            if (words[i] == value)
+            {
+                m |= 1 << i;
+            }
+        }
+
+        return m;
     }
 
     /// <summary>The scalar form of <see cref="FindInRange"/>, also used for the tail the vectors do not cover.</summary>

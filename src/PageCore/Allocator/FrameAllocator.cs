@@ -6,37 +6,39 @@ namespace PageCore.Allocator;
 
 /// <summary>
 /// The shared, lock-free page-frame allocator: blocks of order 0..MaxOrder, naturally aligned, coalesced on free.
-/// LLFree-style: a bitfield with one bit per page, and one status word per chunk of 512 pages.
+/// A flat bitfield (one bit per page, set = in use) plus one status word per chunk of 512 pages.
 /// </summary>
 /// <remarks>
-/// <para><b>Structures.</b> The arena is cut into chunks of 512 pages (an order-9 block, 2 MiB of 4 KiB pages). Each chunk
-/// has eight 64-bit bitfield words (one cache line, bit set = page in use) and one 32-bit status word: the number of
-/// free pages the chunk still promises (low 16 bits, 0..512), or <see cref="HugeFlag"/> when the whole chunk is one
-/// allocated block of order 9 or more. Pages past the arena's end in its last chunk are set in the bitfield for good and
-/// never counted.</para>
-/// <para><b>Paths.</b> Orders 0..8 first reserve <c>2^order</c> pages from a chunk's count (CAS on the status word), then
-/// claim a naturally aligned run of clear bits (CAS on one bitfield word; orders 7 and 8 claim 2 or 4 whole words, and
-/// roll back if any was taken). Orders 9 and up claim whole chunks by CAS of their status words from 512 (all free) to
-/// <see cref="HugeFlag"/>, rolling back on failure; the bitfield is not touched. Free is the mirror: clear the bits (or
-/// restore 512), then give the count back. No path takes a lock or waits for another thread: every retry follows a CAS
-/// that failed because another operation succeeded.</para>
+/// <para><b>Structures.</b> The arena is cut into chunks of 512 pages (an order-9 block, 2 MiB of 4 KiB pages). A chunk
+/// owns eight 64-bit bitfield words (one 64-byte line) and one status word: <see cref="Normal"/> (the bits say which
+/// pages are in use), <see cref="Huge"/> (the whole chunk is part of one allocated block of order 9 or more; its bits
+/// are not used), or <see cref="HeadOnly"/> (a huge block was freed while a speculative reference still held its head:
+/// page 0 of the chunk is that head, still in use, and every other page follows the bits). Pages past the arena's end
+/// are set in the bitfield for good.</para>
+/// <para><b>Paths.</b> Orders 0..6 claim a naturally aligned run of clear bits inside one word with one CAS; orders 7
+/// and 8 claim 2 or 4 whole words (CAS from 0 each, rolled back if one fails); orders 9 and up claim whole chunks by CAS
+/// of their status from <see cref="Normal"/> to <see cref="Huge"/>. Free clears the bits (one
+/// <see cref="Interlocked.And(ref ulong, ulong)"/> for order 0) or stores <see cref="Normal"/> back. No path takes a lock
+/// or waits for another thread: every retry follows a CAS that failed because another operation succeeded.</para>
+/// <para><b>Small against huge (a Dekker handshake, no counter).</b> A small claim sets its bits, then reads the chunk's
+/// status; a huge claim sets the status, then reads the chunk's bits. Both first steps are <see cref="Interlocked"/>
+/// operations (full fences), so at least one side sees the other: either the small claimer sees <see cref="Huge"/> and
+/// takes its bits back, or the huge claimer sees a set bit and gives the status back. A small claim that took page 0 of
+/// a <see cref="HeadOnly"/> chunk is taken back the same way. Such transient bits are the only bits ever set in a huge
+/// chunk, and their claimers clear them at once.</para>
 /// <para><b>Invariants</b> (B1..B5 of kernel-algorithms.md section 6, mapped to this representation):</para>
 /// <list type="number">
-/// <item>A1 (B1, B5) Every page is in at most one block: a page is in use iff its bit is set or its chunk is huge, and a
-/// bit or chunk is claimed only by a CAS that saw it free. Blocks are naturally aligned by construction.</item>
-/// <item>A2 (B2) Coalescing is immediate and maximal: a free block is just a run of clear bits, so a freed page joins its
-/// free buddies at once; a chunk whose count is back at 512 can be claimed as an order-9 block at once.</item>
-/// <item>A3 (B3) For a chunk that is not huge: count + (reservations not yet turned into claimed bits) &lt;= clear bits,
-/// with equality when quiescent. Allocation reserves before it claims and free clears before it gives back, so the count
-/// never promises a page that is not there; when the count reads 512 no bit is set and no small allocation is in flight.</item>
-/// <item>A4 A huge chunk has count 0 and all its bits clear; only the owner of the huge block changes it back.</item>
+/// <item>A1 (B1, B5) Every page is in at most one block: a page is in use iff its bit is set by a claim that stands, or
+/// its chunk is <see cref="Huge"/>, or it is page 0 of a <see cref="HeadOnly"/> chunk. Every claim is a CAS that saw the
+/// page free, and blocks are naturally aligned by construction.</item>
+/// <item>A2 (B2) Coalescing is immediate and maximal: a free block is a run of clear bits, so a freed page joins its
+/// free buddies at once; a <see cref="Normal"/> chunk whose bits are all clear can be claimed as an order-9 block.</item>
+/// <item>A3 (B3) Free pages = clear bits of <see cref="Normal"/> and <see cref="HeadOnly"/> chunks, minus the held head of
+/// each <see cref="HeadOnly"/> chunk (exact when quiescent: no transient claim in flight).</item>
+/// <item>A4 Only the owner of a huge block writes its chunks' status; only the owner of a run of bits clears them.</item>
 /// </list>
-/// <para><b>Ordering.</b> Every claim and every count change is an <see cref="Interlocked"/> operation (a full fence).
-/// Stores that give memory back (the bitfield words of orders 7..8, a huge chunk's status word) are release stores by
-/// the owner of those bits, so the next owner's CAS, which reads them, also sees every write made to the pages and their
-/// descriptors before the free.</para>
 /// <para>Fragmentation: a request of order k can fail while smaller orders still succeed, because the free pages may be
-/// scattered (no chunk holds an aligned free run of 2^k).</para>
+/// scattered (no aligned free run of 2^k exists).</para>
 /// </remarks>
 internal sealed unsafe class FrameAllocator : IDisposable
 {
@@ -49,78 +51,99 @@ internal sealed unsafe class FrameAllocator : IDisposable
     /// <summary>Bitfield words per chunk.</summary>
     public const int WordsPerChunk = ChunkPages / 64;
 
-    /// <summary>The status word of a chunk that is (part of) one allocated block of order 9 or more.</summary>
-    public const int HugeFlag = 1 << 16;
+    /// <summary>Chunk status: the bits say which pages are in use.</summary>
+    public const int Normal = 0;
 
-    private const int CountMask = HugeFlag - 1;
+    /// <summary>Chunk status: the whole chunk is part of one allocated block of order 9 or more.</summary>
+    public const int Huge = 1;
 
-    // Per-thread hints: the last chunk (+1, so that 0 means "none yet") where this thread allocated. Shared by every
-    // allocator in the process and range-checked on use: a stale hint costs one failed attempt, never correctness.
-    [ThreadStatic] private static int t_smallHint;
+    /// <summary>Chunk status: page 0 is the still-referenced head of a freed huge block; the other pages follow the bits.</summary>
+    public const int HeadOnly = 2;
+
+    // Per-thread hints: the last word (+1, so that 0 means "none yet") where this thread allocated a small block, and the
+    // chunk after its last huge block. Shared by every allocator in the process and range-checked on use: a stale hint
+    // costs one failed attempt, never correctness.
+    [ThreadStatic] private static long t_wordHint;
     [ThreadStatic] private static int t_hugeHint;
 
     private readonly NativeRegion _bitsRegion;
-    private readonly NativeRegion _chunkRegion;
+    private readonly NativeRegion _statusRegion;
     private readonly ulong* _bits;
-    private readonly int* _chunks;
+    private readonly int* _status;
     private readonly int _chunkCount;
-    private readonly long _pageCount;
-    private readonly int _maxOrder;
+    private readonly long _wordCount;
     private readonly bool _vectors;
 
     /// <summary>Creates the allocator with every page free.</summary>
     /// <param name="pageCount">Pages managed.</param>
-    /// <param name="maxOrder">Largest order handed out.</param>
-    /// <param name="useVectors">Whether chunk scans may use SIMD.</param>
+    /// <param name="maxOrder">Largest order handed out (kept for the caller; the structure does not depend on it).</param>
+    /// <param name="useVectors">Whether scans may use SIMD.</param>
     public FrameAllocator(long pageCount, int maxOrder, bool useVectors)
     {
-        _pageCount = pageCount;
-        _maxOrder = maxOrder;
+        _ = maxOrder;
         _vectors = useVectors;
         _chunkCount = (int)((pageCount + ChunkPages - 1) >> ChunkShift);
-        _bitsRegion = NativeRegion.Reserve((nuint)_chunkCount * WordsPerChunk * sizeof(ulong), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
-        _chunkRegion = NativeRegion.Reserve((nuint)_chunkCount * sizeof(int), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
+        _wordCount = (long)_chunkCount * WordsPerChunk;
+        _bitsRegion = NativeRegion.Reserve((nuint)_wordCount * sizeof(ulong), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
+        _statusRegion = NativeRegion.Reserve((nuint)_chunkCount * sizeof(int), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
         _bits = (ulong*)_bitsRegion.Pointer;
-        _chunks = (int*)_chunkRegion.Pointer;
+        _status = (int*)_statusRegion.Pointer;
 
-        for (int c = 0; c < _chunkCount; c++)
+        long end = (long)_chunkCount << ChunkShift;
+        for (long p = pageCount; p < end; p++)
         {
-            long first = (long)c << ChunkShift;
-            int real = (int)Math.Min(ChunkPages, pageCount - first);
-            _chunks[c] = real;
-            for (int p = real; p < ChunkPages; p++)
-            {
-                _bits[(c * WordsPerChunk) + (p >> 6)] |= 1UL << (p & 63);
-            }
+            _bits[p >> 6] |= 1UL << (int)(p & 63);
         }
     }
 
     /// <summary>The number of chunks.</summary>
     public int ChunkCount => _chunkCount;
 
-    /// <summary>Whether chunk scans use SIMD.</summary>
+    /// <summary>Whether scans use SIMD.</summary>
     public bool UsesVectors => _vectors;
 
-    /// <summary>Free pages as the chunk counts say (exact when quiescent).</summary>
+    /// <summary>Free pages (A3): exact when quiescent, a close estimate otherwise. Costs one pass over the bitfield.</summary>
     public long FreePages
     {
         get
         {
-            long sum = 0;
+            long free = 0;
             for (int c = 0; c < _chunkCount; c++)
             {
-                sum += Volatile.Read(ref _chunks[c]) & CountMask;
+                int status = Volatile.Read(ref _status[c]);
+                if (status == Huge)
+                {
+                    continue;
+                }
+
+                ulong* w = _bits + ((long)c * WordsPerChunk);
+                int used = 0;
+                for (int i = 0; i < WordsPerChunk; i++)
+                {
+                    used += BitOperations.PopCount(Volatile.Read(ref w[i]));
+                }
+
+                free += ChunkPages - used - (status == HeadOnly ? 1 : 0);
             }
 
-            return sum;
+            return free;
         }
     }
 
-    /// <summary>Reads a chunk's status word (for <c>Verify</c>).</summary>
-    public int ReadChunk(int chunk) => Volatile.Read(ref _chunks[chunk]);
+    /// <summary>Reads a chunk's status (for <c>Verify</c>).</summary>
+    public int ReadStatus(int chunk) => Volatile.Read(ref _status[chunk]);
 
     /// <summary>Reads a bitfield word (for <c>Verify</c>).</summary>
-    public ulong ReadWord(int word) => Volatile.Read(ref _bits[word]);
+    public ulong ReadWord(long word) => Volatile.Read(ref _bits[word]);
+
+    /// <summary>Whether a page is in use as far as the allocator knows (A1).</summary>
+    public bool IsInUse(uint pfn)
+    {
+        int status = ReadStatus((int)(pfn >> ChunkShift));
+        return status == Huge
+            || (status == HeadOnly && (pfn & (ChunkPages - 1)) == 0)
+            || (ReadWord(pfn >> 6) & (1UL << (int)(pfn & 63))) != 0;
+    }
 
     /// <summary>Allocates one naturally aligned block of <c>2^order</c> pages; false when none is free.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -131,45 +154,41 @@ internal sealed unsafe class FrameAllocator : IDisposable
             return TryAllocHuge(order, out pfn);
         }
 
-        int c = t_smallHint - 1;
-        if ((uint)c < (uint)_chunkCount && TryAllocInChunk(c, order, out pfn))
+        long hint = t_wordHint - 1;
+        if ((ulong)hint < (ulong)_wordCount && order <= 6 && TryClaimInWord(hint, order, out pfn))
         {
             return true;
         }
 
-        return TryAllocSmallScan(c, order, out pfn);
+        return TryAllocSmallScan(hint, order, out pfn);
     }
 
     /// <summary>
-    /// Allocates up to <c>dest.Length</c> blocks of order <paramref name="order"/> (0..8), batching the CAS operations:
-    /// one count reservation per chunk and one bitfield CAS per word (the refill half of <c>rmqueue_bulk</c>).
+    /// Allocates up to <c>dest.Length</c> blocks of order <paramref name="order"/> (0..6), several per CAS (the refill
+    /// half of <c>rmqueue_bulk</c>).
     /// </summary>
     /// <returns>The number of blocks written to <paramref name="dest"/>.</returns>
     public int AllocBulk(int order, Span<uint> dest)
     {
         int got = 0;
-        int start = t_smallHint - 1;
-        if ((uint)start >= (uint)_chunkCount)
+        long hint = t_wordHint - 1;
+        long start = (ulong)hint < (ulong)_wordCount ? hint : InitialHintWord();
+        int firstChunk = (int)(start / WordsPerChunk);
+        for (int visited = 0; visited <= _chunkCount && got < dest.Length; visited++)
         {
-            start = InitialHint();
-        }
-
-        int n = 1 << order;
-        int c = start;
-        for (int visited = 0; visited < _chunkCount && got < dest.Length; visited++)
-        {
-            int v = Volatile.Read(ref _chunks[c]);
-            if (v >= n && v < HugeFlag)
+            int c = (firstChunk + visited) % _chunkCount;
+            int candidates = CandidateWords(c, order);
+            while (candidates != 0 && got < dest.Length)
             {
-                int claimed = AllocBulkInChunk(c, order, dest[got..]);
-                if (claimed > 0)
-                {
-                    got += claimed;
-                    t_smallHint = c + 1;
-                }
+                int i = BitOperations.TrailingZeroCount(candidates);
+                candidates &= candidates - 1;
+                got += ClaimManyInWord(((long)c * WordsPerChunk) + i, order, dest[got..]);
             }
 
-            c = c + 1 == _chunkCount ? 0 : c + 1;
+            if (got > 0)
+            {
+                t_wordHint = ((long)c * WordsPerChunk) + 1;
+            }
         }
 
         return got;
@@ -183,28 +202,29 @@ internal sealed unsafe class FrameAllocator : IDisposable
             return TryFreeHuge(pfn, order);
         }
 
-        int c = (int)(pfn >> ChunkShift);
         ulong* word = _bits + (pfn >> 6);
-        if (order <= 6)
+        if (order == 0)
         {
-            if (!ClearRun(word, BitRuns.RunMask(order) << (int)(pfn & 63)))
+            if ((pfn & (ChunkPages - 1)) == 0 && Volatile.Read(ref _status[pfn >> ChunkShift]) == HeadOnly)
             {
-                return false;
+                return TryEndHeadOnly((int)(pfn >> ChunkShift));
             }
-        }
-        else if (!ClearWords(word, 1 << (order - 6)))
-        {
-            return false;
+
+            return ClearBit(word, 1UL << (int)(pfn & 63));
         }
 
-        GiveBack(c, 1 << order);
-        return true;
+        if (order <= 6)
+        {
+            return ClearRun(word, BitRuns.RunMask(order) << (int)(pfn & 63));
+        }
+
+        return ClearWords(word, 1 << (order - 6));
     }
 
     /// <summary>
-    /// Frees all of a huge block (order 9 or more) but its first page, which stays in use as an order-0 page: the
-    /// allocator side of <c>__free_pages</c> when a speculative reference still holds the head. The block's other
-    /// chunks become wholly free; its first chunk leaves the huge state with only the head's bit set.
+    /// Frees all of a huge block (order 9 or more) but its first page, which stays in use: the allocator side of
+    /// <c>__free_pages</c> when a speculative reference still holds the head. The block's other chunks become wholly free;
+    /// its first chunk becomes <see cref="HeadOnly"/>.
     /// </summary>
     /// <returns>False, with nothing changed, when the block is not a huge block in use.</returns>
     public bool TryReleaseHugeExceptHead(uint pfn, int order)
@@ -213,7 +233,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
         int span = 1 << (order - ChunkShift);
         for (int i = 0; i < span; i++)
         {
-            if (Volatile.Read(ref _chunks[first + i]) != HugeFlag)
+            if (Volatile.Read(ref _status[first + i]) != Huge)
             {
                 return false;
             }
@@ -232,89 +252,198 @@ internal sealed unsafe class FrameAllocator : IDisposable
     public void Dispose()
     {
         _bitsRegion.Dispose();
-        _chunkRegion.Dispose();
+        _statusRegion.Dispose();
     }
 
     // ---------------------------------------------------------------------------------------------------------------
-    // Chunk status word transitions.
+    // Chunk status transitions (huge blocks).
 
-    /// <summary>
-    /// Reserves <paramref name="pages"/> pages of a chunk's count: the promise that that many clear bits are there for us.
-    /// </summary>
+    /// <summary>Claims a chunk for a huge block: <see cref="Normal"/> -> <see cref="Huge"/>, then checks that no bit is set.</summary>
     /// <remarks>
-    /// Keeps A3: the count only goes down by what the caller will claim. A CAS on the value read, so the count cannot go
-    /// below 0 and a huge chunk (value &gt;= <see cref="HugeFlag"/>) is never reserved from. Full fence on success: the
-    /// bitfield reads that follow see every bit cleared before the count was given back.
+    /// Keeps A1: the CAS is the huge half of the Dekker handshake (full fence before the bit loads). If any bit is set a
+    /// small claim stands or is in flight; the status goes back to <see cref="Normal"/> with a release store, which is
+    /// safe because only the owner of a <see cref="Huge"/> status writes it (A4).
     /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryReserve(int chunk, int pages)
+    private bool TryClaimChunk(int chunk)
     {
-        ref int status = ref _chunks[chunk];
-        int v = Volatile.Read(ref status);
-        while (v >= pages && v < HugeFlag)
+        if (Interlocked.CompareExchange(ref _status[chunk], Huge, Normal) != Normal)
         {
-            int seen = Interlocked.CompareExchange(ref status, v - pages, v);
-            if (seen == v)
-            {
-                return true;
-            }
-
-            v = seen;
+            return false;
         }
 
-        return false;
-    }
-
-    /// <summary>Gives <paramref name="pages"/> back to a chunk's count after their bits were cleared (or never claimed).</summary>
-    /// <remarks>Keeps A3: called only after the bits are clear. <see cref="Interlocked.Add(ref int, int)"/>: full fence, so
-    /// whoever reserves these pages next also sees the cleared bits.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void GiveBack(int chunk, int pages) => Interlocked.Add(ref _chunks[chunk], pages);
-
-    /// <summary>Claims a whole free chunk (count 512) for a huge block.</summary>
-    /// <remarks>Keeps A1/A4: succeeds only from exactly 512, i.e. no page in use and no small reservation in flight; after
-    /// it no small reservation can succeed (value &gt;= <see cref="HugeFlag"/>). CAS: full fence.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryClaimChunk(int chunk) =>
-        Interlocked.CompareExchange(ref _chunks[chunk], HugeFlag, ChunkPages) == ChunkPages;
-
-    /// <summary>Gives a chunk of a huge block back (or undoes a partial claim): <see cref="HugeFlag"/> -> 512.</summary>
-    /// <remarks>Keeps A4: only the owner of the huge block writes a huge chunk's word, so a release store cannot lose an
-    /// update; release orders every write to the block before the next claimant's CAS sees 512.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ReleaseChunk(int chunk) => Volatile.Write(ref _chunks[chunk], ChunkPages);
-
-    /// <summary>A huge chunk becomes an ordinary chunk whose first page alone is in use: <see cref="HugeFlag"/> -> 511.</summary>
-    /// <remarks>Keeps A3/A4: a huge chunk's bits are all clear and only its owner writes them, so the head's bit is set with
-    /// a plain release store; the count is published after it (release), so a reserver that sees 511 also sees the bit,
-    /// and count 511 = clear bits 511.</remarks>
-    private void ShrinkHugeChunkToHead(int chunk)
-    {
-        Volatile.Write(ref _bits[chunk * WordsPerChunk], 1UL);
-        Volatile.Write(ref _chunks[chunk], ChunkPages - 1);
-    }
-
-    // ---------------------------------------------------------------------------------------------------------------
-    // Bitfield word transitions.
-
-    /// <summary>Sets <paramref name="mask"/> in a word if all its bits are clear; retries only when another CAS won.</summary>
-    /// <remarks>Keeps A1: the CAS is on the value that showed the bits clear. Full fence on success.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool TrySetRun(ulong* word, ref ulong observed, ulong mask)
-    {
-        ulong seen = Interlocked.CompareExchange(ref *word, observed | mask, observed);
-        if (seen == observed)
+        if (AllWordsClear(chunk))
         {
             return true;
         }
 
-        observed = seen;
+        Volatile.Write(ref _status[chunk], Normal);
         return false;
     }
 
-    /// <summary>Clears <paramref name="mask"/> in a word; false, with nothing changed, if any of its bits was already clear.</summary>
-    /// <remarks>Keeps A1 (a double free is refused). CAS loop: full fence, ordering the freed pages' last writes before
-    /// any later claim of their bits.</remarks>
+    /// <summary>Gives a chunk of a huge block back: <see cref="Huge"/> -> <see cref="Normal"/>.</summary>
+    /// <remarks>Keeps A4: only the owner writes a huge chunk's status, so a release store cannot lose an update; release
+    /// orders every write to the block before the next claimant's CAS or status read sees <see cref="Normal"/>.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ReleaseChunk(int chunk) => Volatile.Write(ref _status[chunk], Normal);
+
+    /// <summary>A huge chunk keeps only its first page in use: <see cref="Huge"/> -> <see cref="HeadOnly"/>.</summary>
+    /// <remarks>Keeps A1/A4: the owner's release store; from then on small claims stand except on page 0, which the
+    /// handshake refuses them.</remarks>
+    private void ShrinkHugeChunkToHead(int chunk) => Volatile.Write(ref _status[chunk], HeadOnly);
+
+    /// <summary>The held head of a <see cref="HeadOnly"/> chunk is freed: <see cref="HeadOnly"/> -> <see cref="Normal"/>.</summary>
+    /// <remarks>Keeps A1: a CAS, so a double free of the head finds <see cref="Normal"/> and changes nothing. Full fence:
+    /// the head's last writes are ordered before page 0 can be claimed again.</remarks>
+    private bool TryEndHeadOnly(int chunk) =>
+        Interlocked.CompareExchange(ref _status[chunk], Normal, HeadOnly) == HeadOnly;
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Bitfield word transitions.
+
+    /// <summary>
+    /// The small half of the Dekker handshake, after a successful bit CAS (a full fence): does the claim stand?
+    /// </summary>
+    /// <remarks>Keeps A1: false when the chunk became <see cref="Huge"/>, or when the claim covers page 0 of a
+    /// <see cref="HeadOnly"/> chunk; the caller then clears its own bits again.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool ClaimStands(long word, ulong mask)
+    {
+        int status = Volatile.Read(ref _status[word / WordsPerChunk]);
+        return status == Normal || (status == HeadOnly && ((word & (WordsPerChunk - 1)) != 0 || (mask & 1) == 0));
+    }
+
+    /// <summary>Bits of a word that a small claim must not take besides the set ones: page 0 of a <see cref="HeadOnly"/> chunk.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong Reserved(long word, int status) =>
+        status == HeadOnly && (word & (WordsPerChunk - 1)) == 0 ? 1UL : 0UL;
+
+    /// <summary>Claims one aligned run of 2^order clear bits (order 0..6) in one word.</summary>
+    /// <remarks>Keeps A1: the CAS is on the value that showed the run clear (full fence), then the handshake; a claim
+    /// that does not stand is cleared again by its owner with <see cref="Interlocked.And(ref ulong, ulong)"/>.</remarks>
+    private bool TryClaimInWord(long word, int order, out uint pfn)
+    {
+        int status = Volatile.Read(ref _status[word / WordsPerChunk]);
+        if (status != Huge)
+        {
+            ulong* w = _bits + word;
+            ulong reserved = Reserved(word, status);
+            ulong run = BitRuns.RunMask(order);
+            ulong v = Volatile.Read(ref *w);
+            while (true)
+            {
+                ulong starts = BitRuns.FreeRunStarts(~(v | reserved), order);
+                if (starts == 0)
+                {
+                    break;
+                }
+
+                int bit = BitOperations.TrailingZeroCount(starts);
+                ulong mask = run << bit;
+                ulong seen = Interlocked.CompareExchange(ref *w, v | mask, v);
+                if (seen != v)
+                {
+                    v = seen; // lost a race for this word: retry on the value that won
+                    continue;
+                }
+
+                if (ClaimStands(word, mask))
+                {
+                    t_wordHint = word + 1;
+                    pfn = (uint)((word << 6) + bit);
+                    return true;
+                }
+
+                Interlocked.And(ref *w, ~mask);
+                break;
+            }
+        }
+
+        pfn = 0;
+        return false;
+    }
+
+    /// <summary>Claims up to <c>dest.Length</c> runs of 2^order bits in one word with one CAS; returns how many.</summary>
+    private int ClaimManyInWord(long word, int order, Span<uint> dest)
+    {
+        int status = Volatile.Read(ref _status[word / WordsPerChunk]);
+        if (status == Huge)
+        {
+            return 0;
+        }
+
+        ulong* w = _bits + word;
+        ulong reserved = Reserved(word, status);
+        ulong run = BitRuns.RunMask(order);
+        ulong v = Volatile.Read(ref *w);
+        while (true)
+        {
+            ulong starts = BitRuns.FreeRunStarts(~(v | reserved), order);
+            if (starts == 0)
+            {
+                return 0;
+            }
+
+            ulong take = BitRuns.LowestSetBits(starts, dest.Length);
+            ulong mask = order == 6 ? ulong.MaxValue : take * run; // disjoint aligned runs: the product has no carries
+            ulong seen = Interlocked.CompareExchange(ref *w, v | mask, v);
+            if (seen != v)
+            {
+                v = seen;
+                continue;
+            }
+
+            if (!ClaimStands(word, mask))
+            {
+                Interlocked.And(ref *w, ~mask);
+                return 0;
+            }
+
+            int n = 0;
+            while (take != 0)
+            {
+                dest[n++] = (uint)((word << 6) + BitOperations.TrailingZeroCount(take));
+                take &= take - 1;
+            }
+
+            return n;
+        }
+    }
+
+    /// <summary>Claims <paramref name="count"/> whole words (0 -> all ones) in order, rolling back if one fails or the claim does not stand.</summary>
+    /// <remarks>Keeps A1: each word is claimed by a CAS from 0 (full fence), then the handshake. A word this call set to
+    /// all ones is touched by nobody else (no bit is free, and no page in it has another owner), so the rollback is a
+    /// release store.</remarks>
+    private bool TryClaimWords(long first, int count)
+    {
+        ulong* w = _bits + first;
+        int claimed = 0;
+        while (claimed < count && Interlocked.CompareExchange(ref w[claimed], ulong.MaxValue, 0UL) == 0UL)
+        {
+            claimed++;
+        }
+
+        if (claimed == count && ClaimStands(first, ulong.MaxValue))
+        {
+            return true;
+        }
+
+        for (int j = 0; j < claimed; j++)
+        {
+            Volatile.Write(ref w[j], 0UL);
+        }
+
+        return false;
+    }
+
+    /// <summary>Clears one bit; false, with nothing changed, if it was already clear.</summary>
+    /// <remarks>Keeps A1 (a double free is refused: clearing a clear bit changes nothing). One
+    /// <see cref="Interlocked.And(ref ulong, ulong)"/>, a full fence that orders the freed page's last writes before any
+    /// later claim of its bit.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool ClearBit(ulong* word, ulong bit) => (Interlocked.And(ref *word, ~bit) & bit) != 0;
+
+    /// <summary>Clears a run of bits; false, with nothing changed, if any of them was already clear.</summary>
+    /// <remarks>Keeps A1 (a double free is refused). CAS loop: full fence.</remarks>
     private static bool ClearRun(ulong* word, ulong mask)
     {
         ulong v = Volatile.Read(ref *word);
@@ -332,30 +461,9 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return false;
     }
 
-    /// <summary>Claims <paramref name="count"/> whole words (0 -> all ones) in order, rolling back on the first that fails.</summary>
-    /// <remarks>Keeps A1: each word is claimed by a CAS from 0. A word this call set to all ones is touched by nobody else
-    /// (no bit is free, and no page in it has an owner to free it), so the rollback is a release store.</remarks>
-    private static bool TryClaimWords(ulong* word, int count)
-    {
-        for (int i = 0; i < count; i++)
-        {
-            if (Interlocked.CompareExchange(ref word[i], ulong.MaxValue, 0UL) != 0UL)
-            {
-                for (int j = 0; j < i; j++)
-                {
-                    Volatile.Write(ref word[j], 0UL);
-                }
-
-                return false;
-            }
-        }
-
-        return true;
-    }
-
-    /// <summary>Frees <paramref name="count"/> whole words (all ones -> 0); false, with nothing changed, unless all were full.</summary>
-    /// <remarks>Keeps A1: the block's owner is the only writer of words it holds whole, so after the check a release store
-    /// suffices; the count is given back afterwards with a full fence.</remarks>
+    /// <summary>Frees whole words (all ones -> 0); false, with nothing changed, unless all were full.</summary>
+    /// <remarks>Keeps A1/A4: the block's owner is the only writer of words it holds whole, so after the check a release
+    /// store suffices.</remarks>
     private static bool ClearWords(ulong* word, int count)
     {
         for (int i = 0; i < count; i++)
@@ -375,80 +483,71 @@ internal sealed unsafe class FrameAllocator : IDisposable
     }
 
     // ---------------------------------------------------------------------------------------------------------------
-    // Small orders (0..8).
+    // Searching.
 
-    private bool TryAllocInChunk(int chunk, int order, out uint pfn)
+    /// <summary>
+    /// The words of a chunk (bit i = word i) that may hold a free run of the order: not full for orders 0..5, all clear
+    /// for 6, the first word of an all-clear aligned group for 7 and 8. None for a <see cref="Huge"/> chunk.
+    /// </summary>
+    private int CandidateWords(int chunk, int order)
     {
-        int pages = 1 << order;
-        if (TryReserve(chunk, pages))
+        int status = Volatile.Read(ref _status[chunk]);
+        if (status == Huge)
         {
-            if (TryClaimBits(chunk, order, out pfn))
-            {
-                t_smallHint = chunk + 1;
-                return true;
-            }
-
-            // The count promised the pages but no aligned run is free (fragmentation), or the single free bit moved
-            // behind our scan. Give the reservation back and look elsewhere.
-            GiveBack(chunk, pages);
+            return 0;
         }
 
-        pfn = 0;
-        return false;
-    }
-
-    private bool TryClaimBits(int chunk, int order, out uint pfn)
-    {
-        ulong* words = _bits + (chunk * WordsPerChunk);
-        uint chunkBase = (uint)chunk << ChunkShift;
-        if (order <= 6)
+        ulong* w = _bits + ((long)chunk * WordsPerChunk);
+        int mask;
+        if (order < 6)
         {
-            ulong run = BitRuns.RunMask(order);
-
-            // Two passes: a bit freed behind the first pass is found by the second (order 0 is guaranteed one by its
-            // reservation, unless other reservers keep taking the bits ahead of us, and then they made progress).
-            for (int pass = 0; pass < 2; pass++)
-            {
-                for (int i = 0; i < WordsPerChunk; i++)
-                {
-                    ulong v = Volatile.Read(ref words[i]);
-                    while (true)
-                    {
-                        ulong starts = BitRuns.FreeRunStarts(~v, order);
-                        if (starts == 0)
-                        {
-                            break;
-                        }
-
-                        int bit = BitOperations.TrailingZeroCount(starts);
-                        if (TrySetRun(words + i, ref v, run << bit))
-                        {
-                            pfn = chunkBase + (uint)(i << 6) + (uint)bit;
-                            return true;
-                        }
-                    }
-                }
-
-                if (order != 0)
-                {
-                    break;
-                }
-            }
+            mask = ~ChunkScan.EqualWords(w, ulong.MaxValue, _vectors) & 0xFF;
         }
         else
         {
-            int span = 1 << (order - 6);
-            for (int g = 0; g < WordsPerChunk; g += span)
+            int clear = ChunkScan.EqualWords(w, 0UL, _vectors);
+            if (status == HeadOnly)
             {
-                bool allClear = true;
-                for (int j = 0; j < span && allClear; j++)
-                {
-                    allClear = Volatile.Read(ref words[g + j]) == 0;
-                }
+                clear &= ~1; // word 0 holds the head, whatever its bits say
+            }
 
-                if (allClear && TryClaimWords(words + g, span))
+            mask = order switch
+            {
+                6 => clear,
+                7 => clear & (clear >> 1) & 0x55,
+                _ => clear & (clear >> 1) & (clear >> 2) & (clear >> 3) & 0x11,
+            };
+        }
+
+        return mask;
+    }
+
+    private bool TryAllocSmallScan(long hint, int order, out uint pfn)
+    {
+        long start = (ulong)hint < (ulong)_wordCount ? hint : InitialHintWord();
+        int firstChunk = (int)(start / WordsPerChunk);
+
+        // Every chunk once, starting with the hint's; the hint's chunk again at the end for the words before the hint.
+        for (int visited = 0; visited <= _chunkCount; visited++)
+        {
+            int c = (firstChunk + visited) % _chunkCount;
+            int candidates = CandidateWords(c, order);
+            while (candidates != 0)
+            {
+                int i = BitOperations.TrailingZeroCount(candidates);
+                candidates &= candidates - 1;
+                long word = ((long)c * WordsPerChunk) + i;
+                if (order <= 6)
                 {
-                    pfn = chunkBase + (uint)(g << 6);
+                    if (TryClaimInWord(word, order, out pfn))
+                    {
+                        return true;
+                    }
+                }
+                else if (TryClaimWords(word, 1 << (order - 6)))
+                {
+                    t_wordHint = word + 1;
+                    pfn = (uint)(word << 6);
                     return true;
                 }
             }
@@ -457,118 +556,6 @@ internal sealed unsafe class FrameAllocator : IDisposable
         pfn = 0;
         return false;
     }
-
-    private bool TryAllocSmallScan(int hint, int order, out uint pfn)
-    {
-        int pages = 1 << order;
-        int start = (uint)hint < (uint)_chunkCount ? hint + 1 : InitialHint();
-        if (start >= _chunkCount)
-        {
-            start = 0;
-        }
-
-        // [start, count) then [0, start): every chunk is visited once.
-        for (int segment = 0; segment < 2; segment++)
-        {
-            int from = segment == 0 ? start : 0;
-            int to = segment == 0 ? _chunkCount : start;
-            while (from < to)
-            {
-                int c = ChunkScan.FindInRange(_chunks, from, to, pages, ChunkPages, _vectors);
-                if (c < 0)
-                {
-                    break;
-                }
-
-                if (TryAllocInChunk(c, order, out pfn))
-                {
-                    return true;
-                }
-
-                from = c + 1;
-            }
-        }
-
-        pfn = 0;
-        return false;
-    }
-
-    private int AllocBulkInChunk(int chunk, int order, Span<uint> dest)
-    {
-        int pages = 1 << order;
-        ref int status = ref _chunks[chunk];
-
-        // Reserve as many blocks as the count allows, up to what is wanted.
-        int v = Volatile.Read(ref status);
-        int blocks;
-        while (true)
-        {
-            if (v < pages || v >= HugeFlag)
-            {
-                return 0;
-            }
-
-            blocks = Math.Min(dest.Length, v >> order);
-            int seen = Interlocked.CompareExchange(ref status, v - (blocks << order), v);
-            if (seen == v)
-            {
-                break;
-            }
-
-            v = seen;
-        }
-
-        int got = 0;
-        ulong* words = _bits + (chunk * WordsPerChunk);
-        uint chunkBase = (uint)chunk << ChunkShift;
-        if (order <= 6)
-        {
-            ulong run = BitRuns.RunMask(order);
-            for (int i = 0; i < WordsPerChunk && got < blocks; i++)
-            {
-                ulong w = Volatile.Read(ref words[i]);
-                while (got < blocks)
-                {
-                    ulong starts = BitRuns.FreeRunStarts(~w, order);
-                    if (starts == 0)
-                    {
-                        break;
-                    }
-
-                    ulong take = BitRuns.LowestSetBits(starts, blocks - got);
-                    ulong mask = order == 6 ? ulong.MaxValue : take * run; // runs are disjoint: the product has no carries
-                    if (TrySetRun(words + i, ref w, mask))
-                    {
-                        while (take != 0)
-                        {
-                            int bit = BitOperations.TrailingZeroCount(take);
-                            dest[got++] = chunkBase + (uint)(i << 6) + (uint)bit;
-                            take &= take - 1;
-                        }
-
-                        break;
-                    }
-                }
-            }
-        }
-        else
-        {
-            while (got < blocks && TryClaimBits(chunk, order, out uint pfn))
-            {
-                dest[got++] = pfn;
-            }
-        }
-
-        if (got < blocks)
-        {
-            GiveBack(chunk, (blocks - got) << order);
-        }
-
-        return got;
-    }
-
-    // ---------------------------------------------------------------------------------------------------------------
-    // Huge orders (9 and up): whole chunks.
 
     private bool TryAllocHuge(int order, out uint pfn)
     {
@@ -581,14 +568,15 @@ internal sealed unsafe class FrameAllocator : IDisposable
             int to = segment == 0 ? _chunkCount : start;
             while (from < to)
             {
-                int c = ChunkScan.FindInRange(_chunks, from, to, ChunkPages, ChunkPages, _vectors);
+                // Next chunk whose status is Normal (SIMD over the status words), then its group.
+                int c = ChunkScan.FindInRange(_status, from, to, Normal, Normal, _vectors);
                 if (c < 0)
                 {
                     break;
                 }
 
                 int group = c & ~(span - 1);
-                if (group + span <= _chunkCount && TryClaimChunks(group, span))
+                if (group + span <= _chunkCount && GroupLooksFree(group, span) && TryClaimChunks(group, span))
                 {
                     t_hugeHint = group + span + 1;
                     pfn = (uint)group << ChunkShift;
@@ -602,6 +590,23 @@ internal sealed unsafe class FrameAllocator : IDisposable
         pfn = 0;
         return false;
     }
+
+    private bool GroupLooksFree(int group, int span)
+    {
+        for (int i = 0; i < span; i++)
+        {
+            if (Volatile.Read(ref _status[group + i]) != Normal || !AllWordsClear(group + i))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool AllWordsClear(int chunk) =>
+        ChunkScan.EqualWords(_bits + ((long)chunk * WordsPerChunk), 0UL, _vectors) == 0xFF;
 
     private bool TryClaimChunks(int first, int span)
     {
@@ -627,7 +632,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
         int span = 1 << (order - ChunkShift);
         for (int i = 0; i < span; i++)
         {
-            if (Volatile.Read(ref _chunks[first + i]) != HugeFlag)
+            if (Volatile.Read(ref _status[first + i]) != Huge)
             {
                 return false;
             }
@@ -641,11 +646,12 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return true;
     }
 
-    private int InitialHint()
+    private long InitialHintWord()
     {
-        // Spread threads over the arena so that they do not all start on chunk 0 (Fibonacci hashing of the thread id).
-        int h = (int)(((uint)Environment.CurrentManagedThreadId * 2654435769u) % (uint)_chunkCount);
-        t_smallHint = h + 1;
-        return h;
+        // Spread threads over the arena so that they do not all start on word 0 (Fibonacci hashing of the thread id).
+        int chunk = (int)(((uint)Environment.CurrentManagedThreadId * 2654435769u) % (uint)_chunkCount);
+        long word = (long)chunk * WordsPerChunk;
+        t_wordHint = word + 1;
+        return word;
     }
 }

@@ -26,4 +26,11 @@ internal enum PageFlags : uint
 
     /// <summary>Free pages of a checked arena are poisoned; this bit says the poison is in place.</summary>
     Poisoned = 1u << 3,
+
+    /// <summary>
+    /// The head of a block held by a per-thread magazine or a per-CPU depot. Such a block keeps one reference, the
+    /// cache's own, as page_pool's recycled pages do: handing it out or taking it back moves that reference without
+    /// touching the refcount.
+    /// </summary>
+    Cached = 1u << 4,
 }

@@ -38,7 +38,8 @@ internal enum RefPut
 /// <see cref="Interlocked"/> operation a full fence. The kernel's rules map one to one: a value-returning RMW and a
 /// successful conditional RMW are fully ordered (Interlocked), <c>atomic_set_release</c> is <c>Volatile.Write</c>.</para>
 /// <para>The states of the counter: 0 = free, frozen, or (for a tail page) never counted; 1..<see cref="MaxCount"/> =
-/// live with that many references; negative = never (a put at zero is refused before it writes).</para>
+/// live with that many references (a page held by a per-CPU cache counts the cache's own reference, as page_pool's
+/// recycled pages do); negative = only for an instant, while a put at zero is being undone.</para>
 /// </remarks>
 internal static class PageRef
 {
@@ -54,7 +55,7 @@ internal static class PageRef
     public static int Count(ref PageDescriptor d) => Volatile.Read(ref d.RefCount);
 
     /// <summary>
-    /// <c>set_page_refcounted</c> at allocation: 0 -> 1 on a page the allocator just handed out.
+    /// <c>set_page_refcounted</c>: 0 -> 1 on a free page that is being handed out (to a caller or to a per-CPU cache).
     /// </summary>
     /// <remarks>
     /// Invariant: the page is free, so the count is 0, and nobody can change a 0: a speculative get refuses 0
@@ -70,57 +71,65 @@ internal static class PageRef
     /// <c>folio_get</c> / <c>page_ref_inc</c>: the caller already holds a reference and takes another.
     /// </summary>
     /// <remarks>
-    /// Invariant: a count of 0 is never raised (a get on a free page would revive it), and the count never passes
-    /// <see cref="MaxCount"/>. The check reads first, as <c>VM_BUG_ON</c> does, so a misuse leaves the counter as it was;
-    /// because the caller holds a reference the count cannot fall to 0 between the check and the add. The add is an
+    /// Invariant: the count stays within 1..<see cref="MaxCount"/> for a live page. One
     /// <see cref="Interlocked.Increment(ref int)"/> (<c>lock xadd</c>, <c>ldaddal</c>): fully ordered, so it cannot be
-    /// lost against a concurrent speculative get or put.
+    /// lost against a concurrent speculative get or put. The check is made on the value the add returns, not on a read
+    /// before it (a load of the same word right before a locked RMW costs as much as the RMW on current x64 cores); a
+    /// misuse (a get on a page whose count was 0, or an overflow) is undone at once and reported. The callers first refuse
+    /// pages whose flags say free, so the transient 0 -&gt; 1 can only happen on a frozen page, itself a misuse.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RefGet Inc(ref PageDescriptor d)
     {
-        int v = Volatile.Read(ref d.RefCount);
-        if ((uint)(v - 1) >= (uint)(MaxCount - 1))
+        int now = Interlocked.Increment(ref d.RefCount);
+        if ((uint)(now - 2) < (uint)(MaxCount - 1))
         {
-            return v <= 0 ? RefGet.Dead : RefGet.Overflow;
+            return RefGet.Taken;
         }
 
-        Interlocked.Increment(ref d.RefCount);
-        return RefGet.Taken;
+        return UndoInc(ref d, now);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static RefGet UndoInc(ref PageDescriptor d, int now)
+    {
+        Interlocked.Decrement(ref d.RefCount);
+        return now <= 1 ? RefGet.Dead : RefGet.Overflow;
     }
 
     /// <summary>
     /// <c>page_ref_add_unless_zero</c> / <c>get_page_unless_zero</c>: take a reference only if the page is live.
     /// </summary>
     /// <remarks>
-    /// Invariant: never revives a free or frozen page (0) and never touches a negative count. The loop is a CAS on the
-    /// value it read, so between the read and the write nobody can have freed the page. A successful CAS is a full fence:
+    /// Invariant: never revives a free or frozen page (0) and never touches a negative count. A CAS loop on the value it
+    /// expects: the first attempt expects 1 (a page held once, the common case), which saves the load before the locked
+    /// instruction; a failed CAS returns the real value, and the loop goes on from it. A successful CAS is a full fence:
     /// the caller may now read anything published before the count it raised (and must still recheck identity, rule 2).
-    /// A failed attempt orders nothing, so the caller must not trust what it read before it.
+    /// A failed attempt writes nothing, so the caller must not trust what it read before it.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RefGet TryGetUnlessZero(ref PageDescriptor d)
     {
-        int v = Volatile.Read(ref d.RefCount);
+        int v = 1;
         while (true)
         {
-            if (v <= 0)
-            {
-                return RefGet.Dead;
-            }
-
-            if (v >= MaxCount)
-            {
-                return RefGet.Overflow;
-            }
-
             int seen = Interlocked.CompareExchange(ref d.RefCount, v + 1, v);
             if (seen == v)
             {
                 return RefGet.Taken;
             }
 
-            // Lost a race with another get or put: retry on the value that won.
+            if (seen <= 0)
+            {
+                return RefGet.Dead;
+            }
+
+            if (seen >= MaxCount)
+            {
+                return RefGet.Overflow;
+            }
+
+            // Lost a race with another get or put, or guessed wrong: retry on the value that is there.
             v = seen;
         }
     }
@@ -132,17 +141,12 @@ internal static class PageRef
     /// Invariant: exactly one put sees the count reach 0, and that put owns the page from then on. The decrement is an
     /// <see cref="Interlocked.Decrement(ref int)"/>: fully ordered, so every store the other holders made before their
     /// puts is visible to the thread that frees the page (the kernel's <c>atomic_dec_and_test</c>). A put at zero is
-    /// refused by the read before the write (<c>VM_BUG_ON_PAGE(page_ref_count(page) == 0)</c>), leaving the counter as it
-    /// was; only two racing misuses can get past that check, and then the decrement is undone at once and reported.
+    /// detected on the value the decrement returns and undone at once (<c>VM_BUG_ON_PAGE(page_ref_count(page) == 0)</c>);
+    /// meanwhile the count reads -1, which every get refuses, so nobody can act on it.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RefPut PutTestZero(ref PageDescriptor d)
     {
-        if (Volatile.Read(ref d.RefCount) <= 0)
-        {
-            return RefPut.Underflow;
-        }
-
         int now = Interlocked.Decrement(ref d.RefCount);
         if (now > 0)
         {
@@ -166,7 +170,7 @@ internal static class PageRef
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static RefPut UndoUnderflow(ref PageDescriptor d)
     {
-        // Two puts raced past the check on the last reference. Give back the one that went below zero.
+        // A put at zero (or two puts racing on the last reference): give back the one that went below zero.
         Interlocked.Increment(ref d.RefCount);
         return RefPut.Underflow;
     }

@@ -23,7 +23,14 @@ namespace PageCore.PerCpu;
 /// <para><b>Batching.</b> A magazine that runs dry takes one batch from a depot or claims a batch from the shared
 /// allocator with one count reservation and one CAS per bitfield word (<see cref="FrameAllocator.AllocBulk"/>); a full
 /// magazine moves its oldest batch to a depot, or back to the shared allocator when every depot slot is full.</para>
-/// <para>Cached pages are free: refcount 0, no flags, so a speculative get on them fails, as on the kernel's pcp pages.</para>
+/// <para><b>Cached blocks keep one reference.</b> A block in a magazine or a depot is owned by the cache: its head has
+/// <see cref="PageFlags.Cached"/> and refcount 1, the cache's reference, exactly as page_pool keeps its recycled pages
+/// (<c>page_pool_recycle_in_cache</c> when <c>page_ref_count(page) == 1</c>). A free by a caller that holds the only
+/// reference hands that reference to the cache, and an allocation hands it back, so the hit path has no atomic
+/// instruction at all. A speculative getter may take a reference on a cached block (and must recheck identity, as
+/// always); a cache that gives a block back to the shared allocator drops its reference with a real put, and when a
+/// speculative holder is still there, that holder's last put frees the block. The blocks the shared allocator holds
+/// are free in the kernel's sense: refcount 0.</para>
 /// </remarks>
 internal sealed unsafe class PageCaches : IDisposable
 {
@@ -110,7 +117,10 @@ internal sealed unsafe class PageCaches : IDisposable
         }
     }
 
-    /// <summary>Takes a cached block of <paramref name="order"/> (0..3): the magazine hit path, then refill.</summary>
+    /// <summary>
+    /// Takes a cached block of <paramref name="order"/> (0..3): the magazine hit path, then refill. The block comes back
+    /// cache-owned (flags <see cref="PageFlags.Cached"/>, refcount &gt;= 1); the caller turns it into an allocation.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAlloc(int order, out uint pfn)
     {
@@ -137,7 +147,10 @@ internal sealed unsafe class PageCaches : IDisposable
         return TryAllocSlow(order, out pfn);
     }
 
-    /// <summary>Gives a free block of <paramref name="order"/> (0..3) to the caches: the magazine, else a depot or the allocator.</summary>
+    /// <summary>
+    /// Gives a cache-owned block of <paramref name="order"/> (0..3; flags <see cref="PageFlags.Cached"/>, the cache's
+    /// reference held) to the caches: the magazine, else a depot, else the shared allocator.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(uint pfn, int order)
     {
@@ -165,8 +178,9 @@ internal sealed unsafe class PageCaches : IDisposable
     }
 
     /// <summary>
-    /// Returns every cached block to the shared allocator: all depots, and every magazine, of live threads and of threads
-    /// that exited (<c>drain_all_pages</c>). With <paramref name="wait"/> it waits for a magazine whose owner is in the
+    /// Returns every cached block to the shared allocator, dropping the cache's reference on each: all depots, and every
+    /// magazine, of live threads and of threads that exited (<c>drain_all_pages</c>). A block on which a speculative
+    /// getter still holds a reference is freed by that getter's last put instead. With <paramref name="wait"/> it waits for a magazine whose owner is in the
     /// middle of an operation (a few instructions); without it, such a magazine is skipped, so the call never waits.
     /// </summary>
     /// <returns>Pages returned.</returns>
@@ -308,8 +322,14 @@ internal sealed unsafe class PageCaches : IDisposable
             Volatile.Write(ref m.Hot.Busy, 0);
         }
 
-        // A stealer holds the magazine right now: go around it.
-        return _core.TryAlloc(order, out pfn);
+        // A stealer holds the magazine right now: go around it, straight to the shared allocator.
+        if (_core.TryAlloc(order, out pfn))
+        {
+            _arena.AdoptIntoCache(pfn, order);
+            return true;
+        }
+
+        return false;
     }
 
     private void FreeSlow(uint pfn, int order)
@@ -336,7 +356,7 @@ internal sealed unsafe class PageCaches : IDisposable
             Volatile.Write(ref m.Hot.Busy, 0);
         }
 
-        FreeToCore(pfn, order);
+        _arena.ReleaseCachedToCore(pfn, order);
     }
 
     /// <summary>Fills an empty magazine for <paramref name="order"/>: one depot batch, else a bulk claim from the allocator.</summary>
@@ -347,6 +367,10 @@ internal sealed unsafe class PageCaches : IDisposable
         if (got == 0)
         {
             got = _core.AllocBulk(order, dest[..Batch(order)]);
+            foreach (uint p in dest[..got])
+            {
+                _arena.AdoptIntoCache(p, order);
+            }
         }
 
         return got;
@@ -368,7 +392,8 @@ internal sealed unsafe class PageCaches : IDisposable
         {
             foreach (uint p in oldest)
             {
-                FreeToCore(p, order);
+                _desc[p].Next = 0;
+                _arena.ReleaseCachedToCore(p, order);
             }
         }
 
@@ -463,7 +488,7 @@ internal sealed unsafe class PageCaches : IDisposable
             ref int count = ref m.Hot.Count(o);
             for (int i = 0; i < count; i++)
             {
-                FreeToCore(m.Slots[(o * _stride) + i], o);
+                _arena.ReleaseCachedToCore(m.Slots[(o * _stride) + i], o);
             }
 
             moved += (long)count << o;
@@ -493,7 +518,7 @@ internal sealed unsafe class PageCaches : IDisposable
                     int count = UnchainBatch(word, buffer);
                     for (int i = 0; i < count; i++)
                     {
-                        FreeToCore(buffer[i], o);
+                        _arena.ReleaseCachedToCore(buffer[i], o);
                     }
 
                     moved += (long)count << o;
@@ -502,14 +527,6 @@ internal sealed unsafe class PageCaches : IDisposable
         }
 
         return moved;
-    }
-
-    private void FreeToCore(uint pfn, int order)
-    {
-        if (!_core.TryFree(pfn, order))
-        {
-            _arena.ThrowCoreFreeFailed(pfn, order);
-        }
     }
 
     private bool EnterStealer(bool wait)

@@ -1,0 +1,157 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Configs;
+
+namespace PageCore.Benchmarks;
+
+/// <summary>
+/// Single-thread cost of PageCore's hot paths against what a .NET developer would use instead, each group with its
+/// baseline in the same class and the same run: allocation against <see cref="ArrayPool{T}.Shared"/>, refcount pairs
+/// against raw <see cref="Interlocked"/> operations on one field.
+/// </summary>
+[MemoryDiagnoser]
+[CategoriesColumn]
+[GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
+public unsafe class PageBenchmarks
+{
+    private PageArena _cached = null!;
+    private PageArena _uncached = null!;
+    private Pfn _held;
+    private int _counter;
+    private int _speculative;
+
+    /// <summary>Creates the arenas (1 GiB of address space each; only touched pages cost memory).</summary>
+    [GlobalSetup]
+    public void Setup()
+    {
+        _cached = PageArena.Create(new PageArenaOptions { Pages = 1 << 18 });
+        _uncached = PageArena.Create(new PageArenaOptions { Pages = 1 << 18, PerCpuCaches = false });
+        _held = _cached.AllocPages(0);
+        _counter = 1;
+        _speculative = 1;
+    }
+
+    /// <summary>Releases the arenas.</summary>
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _cached.FreePages(_held, 0);
+        _cached.Dispose();
+        _uncached.Dispose();
+    }
+
+    // ---- allocation: baseline ArrayPool<byte>.Shared ----
+
+    /// <summary><c>ArrayPool&lt;byte&gt;.Shared.Rent(4096)</c> + <c>Return</c>: what users pick for 4 KiB buffers.</summary>
+    [Benchmark(Baseline = true, Description = "ArrayPool.Shared Rent+Return 4K")]
+    [BenchmarkCategory("alloc")]
+    public int ArrayPoolRentReturn()
+    {
+        byte[] a = ArrayPool<byte>.Shared.Rent(4096);
+        int n = a.Length;
+        ArrayPool<byte>.Shared.Return(a);
+        return n;
+    }
+
+    /// <summary><c>NativeMemory.AlignedAlloc(4096, 4096)</c> + <c>AlignedFree</c>: page-aligned native memory.</summary>
+    [Benchmark(Description = "NativeMemory.AlignedAlloc+Free 4K")]
+    [BenchmarkCategory("alloc")]
+    public nint AlignedAllocFree()
+    {
+        void* p = NativeMemory.AlignedAlloc(4096, 4096);
+        NativeMemory.AlignedFree(p);
+        return (nint)p;
+    }
+
+    /// <summary>PageCore order 0 through the per-thread magazine and per-CPU caches.</summary>
+    [Benchmark(Description = "PageCore order-0 alloc+free (caches)")]
+    [BenchmarkCategory("alloc")]
+    public uint Order0Cached()
+    {
+        Pfn p = _cached.AllocPages(0);
+        _cached.FreePages(p, 0);
+        return p.Value;
+    }
+
+    /// <summary>PageCore order 0 straight from the lock-free frame allocator.</summary>
+    [Benchmark(Description = "PageCore order-0 alloc+free (caches off)")]
+    [BenchmarkCategory("alloc")]
+    public uint Order0Uncached()
+    {
+        Pfn p = _uncached.AllocPages(0);
+        _uncached.FreePages(p, 0);
+        return p.Value;
+    }
+
+    /// <summary>PageCore order 3 (32 KiB), cached.</summary>
+    [Benchmark(Description = "PageCore order-3 alloc+free")]
+    [BenchmarkCategory("alloc")]
+    public uint Order3()
+    {
+        Pfn p = _cached.AllocPages(3);
+        _cached.FreePages(p, 3);
+        return p.Value;
+    }
+
+    /// <summary>PageCore order 9 (2 MiB): one chunk claimed whole.</summary>
+    [Benchmark(Description = "PageCore order-9 alloc+free")]
+    [BenchmarkCategory("alloc")]
+    public uint Order9()
+    {
+        Pfn p = _cached.AllocPages(9);
+        _cached.FreePages(p, 9);
+        return p.Value;
+    }
+
+    // ---- refcount: baseline a raw Interlocked increment + decrement ----
+
+    /// <summary>Raw <c>Interlocked.Increment</c> + <c>Interlocked.Decrement</c> on one field.</summary>
+    [Benchmark(Baseline = true, Description = "Interlocked Increment+Decrement")]
+    [BenchmarkCategory("refcount")]
+    public int InterlockedPair()
+    {
+        Interlocked.Increment(ref _counter);
+        return Interlocked.Decrement(ref _counter);
+    }
+
+    /// <summary><c>GetPage</c> + <c>PutPage</c> on a held page.</summary>
+    [Benchmark(Description = "PageCore GetPage+PutPage")]
+    [BenchmarkCategory("refcount")]
+    public bool GetPut()
+    {
+        _cached.GetPage(_held);
+        return _cached.PutPage(_held);
+    }
+
+    // ---- speculative: baseline a raw add-unless-zero CAS loop + decrement ----
+
+    /// <summary>A raw add-unless-zero CAS loop + <c>Interlocked.Decrement</c>.</summary>
+    [Benchmark(Baseline = true, Description = "CAS add-unless-zero+Decrement")]
+    [BenchmarkCategory("speculative")]
+    public int CasPair()
+    {
+        int v = Volatile.Read(ref _speculative);
+        while (v != 0)
+        {
+            int seen = Interlocked.CompareExchange(ref _speculative, v + 1, v);
+            if (seen == v)
+            {
+                break;
+            }
+
+            v = seen;
+        }
+
+        return Interlocked.Decrement(ref _speculative);
+    }
+
+    /// <summary><c>TryGetPageUnlessZero</c> + <c>PutPage</c> on a live page.</summary>
+    [Benchmark(Description = "PageCore TryGetPageUnlessZero+PutPage")]
+    [BenchmarkCategory("speculative")]
+    public bool TryGetPut()
+    {
+        _cached.TryGetPageUnlessZero(_held);
+        return _cached.PutPage(_held);
+    }
+}

@@ -1,0 +1,66 @@
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
+
+namespace PageCore.Benchmarks;
+
+/// <summary>
+/// Runs the benchmarks on the host runtime (BenchmarkDotNet 0.14.0 has no net10 moniker: never pass --runtimes).
+/// BenchmarkDotNet exits 0 even when it ran nothing, so this program sets its own exit code: 1 when a benchmark was
+/// rejected or failed, or when nothing ran. With <c>--results DIR</c> it copies the GitHub-markdown reports to DIR.
+/// </summary>
+public static class Program
+{
+    /// <summary>Entry point.</summary>
+    public static int Main(string[] args)
+    {
+        string? resultsDir = null;
+        var rest = new List<string>();
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--results" && i + 1 < args.Length)
+            {
+                resultsDir = args[++i];
+            }
+            else
+            {
+                rest.Add(args[i]);
+            }
+        }
+
+        if (rest.Contains("--runtimes") || rest.Contains("-r"))
+        {
+            Console.Error.WriteLine("pagecore-bench: --runtimes is not supported (BenchmarkDotNet 0.14.0 has no net10 moniker); the benchmarks run on the host runtime.");
+            return 64;
+        }
+
+        IConfig config = DefaultConfig.Instance
+            .AddJob(Job.Default.WithWarmupCount(4).WithIterationCount(12).WithLaunchCount(1).AsDefault())
+            .WithOption(ConfigOptions.JoinSummary, false);
+
+        Summary[] summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run([.. rest], config).ToArray();
+        int reports = summaries.Sum(s => s.Reports.Length);
+        bool failed = summaries.Length == 0 || reports == 0
+            || summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success));
+        if (resultsDir is not null)
+        {
+            Directory.CreateDirectory(resultsDir);
+            foreach (Summary s in summaries)
+            {
+                foreach (string file in Directory.GetFiles(s.ResultsDirectoryPath, "*-report-github.md"))
+                {
+                    File.Copy(file, Path.Combine(resultsDir, Path.GetFileName(file)), overwrite: true);
+                }
+            }
+        }
+
+        if (failed)
+        {
+            Console.Error.WriteLine($"pagecore-bench: {reports} benchmark reports; some benchmarks were rejected, failed, or none ran.");
+            return 1;
+        }
+
+        return 0;
+    }
+}
