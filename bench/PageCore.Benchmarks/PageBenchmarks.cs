@@ -17,6 +17,7 @@ public unsafe class PageBenchmarks
 {
     private PageArena _cached = null!;
     private PageArena _uncached = null!;
+    private PagePool _pool = null!;
     private Pfn _held;
     private int _counter;
     private int _speculative;
@@ -27,6 +28,7 @@ public unsafe class PageBenchmarks
     {
         _cached = PageArena.Create(new PageArenaOptions { Pages = 1 << 18 });
         _uncached = PageArena.Create(new PageArenaOptions { Pages = 1 << 18, PerCpuCaches = false });
+        _pool = _cached.CreatePagePool();
         _held = _cached.AllocPages(0);
         _counter = 1;
         _speculative = 1;
@@ -37,6 +39,7 @@ public unsafe class PageBenchmarks
     public void Cleanup()
     {
         _cached.FreePages(_held, 0);
+        _pool.Dispose();
         _cached.Dispose();
         _uncached.Dispose();
     }
@@ -65,12 +68,22 @@ public unsafe class PageBenchmarks
     }
 
     /// <summary>PageCore order 0 through the per-thread magazine and per-CPU caches.</summary>
-    [Benchmark(Description = "PageCore order-0 alloc+free (caches)")]
+    [Benchmark(Description = "PageCore order-0 alloc+free (thread caches)")]
     [BenchmarkCategory("alloc")]
     public uint Order0Cached()
     {
         Pfn p = _cached.AllocPages(0);
         _cached.FreePages(p, 0);
+        return p.Value;
+    }
+
+    /// <summary>PageCore order 0 through a caller-owned <see cref="PagePool"/> (no thread-local lookup), as page_pool.</summary>
+    [Benchmark(Description = "PageCore order-0 alloc+free (PagePool)")]
+    [BenchmarkCategory("alloc")]
+    public uint Order0Pool()
+    {
+        Pfn p = _pool.AllocPages(0);
+        _pool.FreePages(p, 0);
         return p.Value;
     }
 

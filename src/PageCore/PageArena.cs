@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using PageCore.Allocator;
 using PageCore.Arena;
@@ -41,6 +42,11 @@ public sealed unsafe partial class PageArena : IDisposable
     // the cold path reports ObjectDisposedException instead of touching unmapped memory.
     private uint _pageLimit;
     private uint _orderLimit;
+
+    // Set (once, never cleared) before the first compound page of this arena is published, by the compound-page layer;
+    // until then no page can be a tail and HeadOf skips the compound word. A caller that reaches a tail PFN learned of
+    // it through whatever published that compound page, which happens after this store.
+    private bool _mayHaveTails;
     private int _state; // 0 live, 1 disposing, 2 disposed
 
     private PageArena(PageArenaOptions options)
@@ -134,29 +140,54 @@ public sealed unsafe partial class PageArena : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAllocPages(int order, out Pfn pfn)
     {
+        uint p = AllocWith(null, order);
+        pfn = new Pfn(p == PageCaches.NoPage ? 0 : p);
+        return p != PageCaches.NoPage;
+    }
+
+    /// <summary>
+    /// The allocation path: through a given magazine (a <see cref="PagePool"/>'s), or the calling thread's when
+    /// <paramref name="pool"/> is null. Returns the block's head, or <see cref="PageCaches.NoPage"/> (a return value
+    /// rather than an <c>out</c> parameter, so the PFN stays in a register).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal uint AllocWith(Magazine? pool, int order)
+    {
         if ((uint)order >= _orderLimit)
         {
             ThrowBadOrder(order);
         }
 
-        uint p;
         PageCaches? caches = _caches;
-        if (order < PageCaches.Orders && caches is not null && caches.TryAlloc(order, out p))
+        if (order < PageCaches.Orders && caches is not null)
         {
-            PrepCachedPage(p, order);
-        }
-        else if (_core.TryAlloc(order, out p) || TryAllocAfterReclaim(order, out p))
-        {
-            PrepNewPage(p, order);
-        }
-        else
-        {
-            pfn = default;
-            return false;
+            Magazine? m = pool ?? caches.ThreadMagazine();
+            uint p = m is not null ? PageCaches.TryPop(m, order) : PageCaches.NoPage;
+            if (p == PageCaches.NoPage)
+            {
+                p = caches.AllocSlow(m, order);
+            }
+
+            if (p != PageCaches.NoPage)
+            {
+                PrepCachedPage(p, order);
+                return p;
+            }
         }
 
-        pfn = new Pfn(p);
-        return true;
+        return AllocFromCore(order);
+    }
+
+    /// <summary>The shared allocator's path (orders above 3, caches off, or caches exhausted), with reclaim on failure.</summary>
+    private uint AllocFromCore(int order)
+    {
+        if (_core.TryAlloc(order, out uint p) || TryAllocAfterReclaim(order, out p))
+        {
+            PrepNewPage(p, order);
+            return p;
+        }
+
+        return PageCaches.NoPage;
     }
 
     /// <summary><c>alloc_pages(order)</c> that throws on failure; see <see cref="TryAllocPages"/>.</summary>
@@ -167,13 +198,18 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
     public Pfn AllocPages(int order)
     {
-        if (!TryAllocPages(order, out Pfn pfn))
+        uint p = AllocWith(null, order);
+        if (p == PageCaches.NoPage)
         {
-            throw new OutOfPagesException(order, FreePageCount, _pageCount);
+            ThrowOutOfPages(order);
         }
 
-        return pfn;
+        return new Pfn(p);
     }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal void ThrowOutOfPages(int order) => throw new OutOfPagesException(order, FreePageCount, _pageCount);
 
     /// <summary>
     /// <c>__free_pages(page, order)</c>: drops the caller's reference on a block from <see cref="TryAllocPages"/>. When
@@ -188,11 +224,21 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <exception cref="PageBugException">A double free, a free of a page that is not a block head, a wrong order, or a
     /// free of a frozen page; nothing was changed.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void FreePages(Pfn pfn, int order)
+    public void FreePages(Pfn pfn, int order) => FreePagesWith(null, pfn, order);
+
+    /// <summary>
+    /// <see cref="FreePages"/> into a given magazine (a <see cref="PagePool"/>'s), or into the calling thread's when
+    /// <paramref name="pool"/> is null.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void FreePagesWith(Magazine? pool, Pfn pfn, int order)
     {
         uint p = pfn.Value;
         ref PageDescriptor d = ref Descriptor(p);
-        if ((uint)order >= _orderLimit || (p & ((1u << order) - 1)) != 0 || d.Flags != (uint)PageFlags.AllocatedHead || d.Order != order)
+
+        // An allocated head records its order, and heads are aligned to it: these two compares also rule out an order
+        // outside 0..MaxOrder and a misaligned PFN (ThrowBadFree tells which).
+        if (d.Flags != (uint)PageFlags.AllocatedHead || d.Order != order)
         {
             ThrowBadFree(p, order);
         }
@@ -209,7 +255,12 @@ public sealed unsafe partial class PageArena : IDisposable
             }
 
             d.Flags = (uint)PageFlags.Cached | (_checked ? (uint)PageFlags.Poisoned : 0);
-            caches.Free(p, order);
+            Magazine? m = pool ?? caches.ThreadMagazine();
+            if (m is null || !PageCaches.TryPush(m, order, p))
+            {
+                caches.FreeSlow(m, p, order);
+            }
+
             return;
         }
 
@@ -264,6 +315,33 @@ public sealed unsafe partial class PageArena : IDisposable
         else if (r == RefPut.Underflow)
         {
             ThrowBug(p, "__free_pages", "refcount reached 0 under a concurrent put while the block was being freed");
+        }
+    }
+
+    /// <summary>
+    /// Creates a caller-owned page pool in front of this arena (the kernel's <c>page_pool</c>): orders 0..3 are
+    /// recycled through the pool's own magazine, found without a thread-local lookup. Use one pool from one thread at a
+    /// time. Requires <see cref="PageArenaOptions.PerCpuCaches"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The arena was created without per-CPU caches.</exception>
+    /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
+    public PagePool CreatePagePool()
+    {
+        ThrowIfDisposed();
+        if (_caches is null)
+        {
+            throw new InvalidOperationException("PageCore: a page pool needs an arena created with PerCpuCaches = true.");
+        }
+
+        return new PagePool(this, _caches.CreatePoolMagazine());
+    }
+
+    /// <summary>Returns a pool's blocks and forgets its magazine.</summary>
+    internal void RetirePool(Magazine m)
+    {
+        if (Volatile.Read(ref _state) != 2)
+        {
+            _caches?.RetirePoolMagazine(m);
         }
     }
 
@@ -340,11 +418,11 @@ public sealed unsafe partial class PageArena : IDisposable
         if (_checked)
         {
             CheckNewBlock(p, order);
+            d.Generation++;
         }
 
         d.Order = (byte)order;
         d.Flags = (uint)PageFlags.AllocatedHead;
-        d.Generation++;
         PageRef.SetAllocated(ref d);
     }
 
@@ -356,13 +434,12 @@ public sealed unsafe partial class PageArena : IDisposable
     private void PrepCachedPage(uint p, int order)
     {
         ref PageDescriptor d = ref _desc[p];
-        if (d.Flags != (uint)PageFlags.Cached || d.Order != order)
+        if (d.Flags != (uint)PageFlags.Cached || _checked)
         {
             PrepCachedPageSlow(p, order);
         }
 
         d.Flags = (uint)PageFlags.AllocatedHead;
-        d.Generation++;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -375,6 +452,7 @@ public sealed unsafe partial class PageArena : IDisposable
         }
 
         CheckNewBlock(p, order);
+        d.Generation++;
     }
 
     /// <summary>

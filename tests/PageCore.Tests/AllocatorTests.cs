@@ -290,9 +290,9 @@ public sealed class AllocatorTests
     }
 
     [Fact]
-    public void GenerationAdvancesOnEachAllocation()
+    public void GenerationAdvancesOnEachAllocationInCheckedMode()
     {
-        using ArenaLease lease = TestSupport.Lease(caches: false);
+        using ArenaLease lease = TestSupport.Lease(caches: false, isChecked: true);
         PageArena arena = lease.Arena;
         Pfn p = arena.AllocPages(0);
         uint g = arena.Generation(p);

@@ -63,7 +63,7 @@ internal struct PageDescriptor
     /// <summary>Free-list back link: PFN + 1, or 0 (<c>page->lru.prev</c>); used by later layers.</summary>
     [FieldOffset(36)] public uint Prev;
 
-    /// <summary>Incremented on every allocation of the page as a block head; lets checked handles catch use after free.</summary>
+    /// <summary>In checked mode, incremented on every allocation of the page as a block head; lets checked handles catch use after free.</summary>
     [FieldOffset(40)] public uint Generation;
 
     /// <summary>Owner-defined word (<c>page->private</c>).</summary>

@@ -30,10 +30,22 @@ internal struct MagazineHot
     [FieldOffset(CacheLine.PaddedSize + 16)] private int _count2;
     [FieldOffset(CacheLine.PaddedSize + 20)] private int _count3;
 
+    /// <summary>Blocks a magazine holds at most for order 0; orders 1..3 follow. Written once, read on the hot path.</summary>
+    [FieldOffset(CacheLine.PaddedSize + 24)] public int Capacity0;
+
+    [FieldOffset(CacheLine.PaddedSize + 28)] private int _capacity1;
+    [FieldOffset(CacheLine.PaddedSize + 32)] private int _capacity2;
+    [FieldOffset(CacheLine.PaddedSize + 36)] private int _capacity3;
+
     /// <summary>The count of blocks held for <paramref name="order"/> (0..3).</summary>
     [UnscopedRef]
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref int Count(int order) => ref Unsafe.Add(ref Count0, order);
+
+    /// <summary>The capacity for <paramref name="order"/> (0..3).</summary>
+    [UnscopedRef]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref int Capacity(int order) => ref Unsafe.Add(ref Capacity0, order);
 }
 
 /// <summary>
@@ -52,6 +64,8 @@ internal struct MagazineHot
 /// plain stores and one plain load per operation instead of a fence. On arm64 the owner's store-release followed by its
 /// load-acquire (<c>stlr</c>; <c>ldar</c>) is already ordered; on x64 the store buffer could reorder them, which is what
 /// the process-wide barrier covers. The JIT does not move volatile accesses across each other.</para>
+/// <para><b>Pools.</b> A <see cref="PagePool"/> owns a magazine of its own, found without a thread-local lookup; the
+/// same protocol applies, with the pool's user as the owner.</para>
 /// <para><b>Threads that exit.</b> The magazine stays registered with its <see cref="PageCaches"/>; its blocks are
 /// returned by the next <see cref="PageCaches.Drain"/>, by the reclaim that runs when an allocation would fail, and by the
 /// pruning that runs when new magazines are registered. None is lost.</para>
@@ -67,17 +81,29 @@ internal sealed class Magazine
     /// <summary>The caches this magazine belongs to.</summary>
     public readonly PageCaches Owner;
 
-    /// <summary>The thread that owns the magazine.</summary>
-    public readonly Thread Thread;
+    /// <summary>The thread that owns the magazine, or null for the magazine of a caller-owned <see cref="PagePool"/>.</summary>
+    public readonly Thread? Thread;
+
+    /// <summary>Slots per order (a copy of the owner's stride, read on the hot path).</summary>
+    public readonly int Stride;
 
     /// <summary>The thread's next magazine (for another arena), a per-thread list.</summary>
     public Magazine? NextOfThread;
 
-    /// <summary>Creates an empty magazine for the current thread.</summary>
-    public Magazine(PageCaches owner, int stride)
+    /// <summary>Creates an empty magazine for the current thread, or for a <see cref="PagePool"/>.</summary>
+    public Magazine(PageCaches owner, int stride, bool forPool)
     {
         Owner = owner;
+        Stride = stride;
         Slots = new uint[PageCaches.Orders * stride];
-        Thread = Thread.CurrentThread;
+        for (int o = 0; o < PageCaches.Orders; o++)
+        {
+            Hot.Capacity(o) = owner.Capacity(o);
+        }
+
+        Thread = forPool ? null : Thread.CurrentThread;
     }
+
+    /// <summary>Whether the owner is gone: a thread that exited (a pool's magazine is retired by its Dispose instead).</summary>
+    public bool OwnerExited => Thread is { IsAlive: false };
 }

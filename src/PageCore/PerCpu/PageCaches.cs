@@ -40,6 +40,9 @@ internal sealed unsafe class PageCaches : IDisposable
     /// <summary>Depot slots per CPU and order.</summary>
     public const int DepotSlots = 8;
 
+    /// <summary>Returned instead of a PFN when no block was found (never a valid PFN: see <see cref="PageArenaOptions.Pages"/>).</summary>
+    public const uint NoPage = uint.MaxValue;
+
     [ThreadStatic] private static Magazine? t_magazine;
     [ThreadStatic] private static Magazine? t_magazines;
 
@@ -117,64 +120,101 @@ internal sealed unsafe class PageCaches : IDisposable
         }
     }
 
-    /// <summary>
-    /// Takes a cached block of <paramref name="order"/> (0..3): the magazine hit path, then refill. The block comes back
-    /// cache-owned (flags <see cref="PageFlags.Cached"/>, refcount &gt;= 1); the caller turns it into an allocation.
-    /// </summary>
+    /// <summary>The calling thread's magazine for these caches, if it has one yet (one thread-local read).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryAlloc(int order, out uint pfn)
+    public Magazine? ThreadMagazine()
     {
         Magazine? m = t_magazine;
-        if (m is not null && m.Owner == this)
-        {
-            Volatile.Write(ref m.Hot.Busy, 1);
-            if (Volatile.Read(ref m.Hot.StealPending) == 0)
-            {
-                ref int count = ref m.Hot.Count(order);
-                int c = count - 1;
-                if (c >= 0)
-                {
-                    pfn = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * _stride) + c);
-                    count = c;
-                    Volatile.Write(ref m.Hot.Busy, 0);
-                    return true;
-                }
-            }
+        return m is not null && m.Owner == this ? m : null;
+    }
 
-            Volatile.Write(ref m.Hot.Busy, 0);
+    /// <summary>
+    /// The magazine hit path of an allocation: pops a cache-owned block of <paramref name="order"/> (0..3; flags
+    /// <see cref="PageFlags.Cached"/>, refcount &gt;= 1) with no atomic instruction. <see cref="NoPage"/> when the
+    /// magazine is empty or a stealer holds it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint TryPop(Magazine m, int order)
+    {
+        uint pfn = NoPage;
+        Volatile.Write(ref m.Hot.Busy, 1);
+        if (Volatile.Read(ref m.Hot.StealPending) == 0)
+        {
+            ref int count = ref m.Hot.Count(order);
+            int c = count - 1;
+            if (c >= 0)
+            {
+                pfn = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * m.Stride) + c);
+                count = c;
+            }
         }
 
-        return TryAllocSlow(order, out pfn);
+        Volatile.Write(ref m.Hot.Busy, 0);
+        return pfn;
+    }
+
+    /// <summary>
+    /// The magazine hit path of a free: pushes a cache-owned block with no atomic instruction. False when the magazine
+    /// is full or a stealer holds it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryPush(Magazine m, int order, uint pfn)
+    {
+        Volatile.Write(ref m.Hot.Busy, 1);
+        if (Volatile.Read(ref m.Hot.StealPending) == 0)
+        {
+            ref int count = ref m.Hot.Count(order);
+            int c = count;
+            if (c < m.Hot.Capacity(order))
+            {
+                Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * m.Stride) + c) = pfn;
+                count = c + 1;
+                Volatile.Write(ref m.Hot.Busy, 0);
+                return true;
+            }
+        }
+
+        Volatile.Write(ref m.Hot.Busy, 0);
+        return false;
     }
 
     /// <summary>
     /// Gives a cache-owned block of <paramref name="order"/> (0..3; flags <see cref="PageFlags.Cached"/>, the cache's
-    /// reference held) to the caches: the magazine, else a depot, else the shared allocator.
+    /// reference held) to the calling thread's magazine, else a depot, else the shared allocator.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(uint pfn, int order)
     {
-        Magazine? m = t_magazine;
-        if (m is not null && m.Owner == this)
+        Magazine? m = ThreadMagazine();
+        if (m is null || !TryPush(m, order, pfn))
         {
-            Volatile.Write(ref m.Hot.Busy, 1);
-            if (Volatile.Read(ref m.Hot.StealPending) == 0)
-            {
-                ref int count = ref m.Hot.Count(order);
-                int c = count;
-                if (c < Capacity(order))
-                {
-                    Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * _stride) + c) = pfn;
-                    count = c + 1;
-                    Volatile.Write(ref m.Hot.Busy, 0);
-                    return;
-                }
-            }
-
-            Volatile.Write(ref m.Hot.Busy, 0);
+            FreeSlow(m, pfn, order);
         }
+    }
 
-        FreeSlow(pfn, order);
+    /// <summary>Creates and registers the magazine of a <see cref="PagePool"/>.</summary>
+    public Magazine CreatePoolMagazine()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, typeof(PageArena));
+        var m = new Magazine(this, _stride, forPool: true);
+        Register(m);
+        return m;
+    }
+
+    /// <summary>Returns a pool's blocks to the shared allocator and unregisters its magazine (the pool's Dispose).</summary>
+    public void RetirePoolMagazine(Magazine m)
+    {
+        EnterStealer(wait: true);
+        try
+        {
+            Volatile.Write(ref m.Hot.StealPending, 1);
+            EmptyMagazine(m);
+            Forget([m]);
+        }
+        finally
+        {
+            Volatile.Write(ref _stealer, 0);
+        }
     }
 
     /// <summary>
@@ -228,7 +268,7 @@ internal sealed unsafe class PageCaches : IDisposable
 
                 moved += EmptyMagazine(m);
                 Volatile.Write(ref m.Hot.StealPending, 0);
-                if (!m.Thread.IsAlive)
+                if (m.OwnerExited)
                 {
                     (exited ??= []).Add(m);
                 }
@@ -292,9 +332,16 @@ internal sealed unsafe class PageCaches : IDisposable
 
     // ---------------------------------------------------------------------------------------------------------------
 
-    private bool TryAllocSlow(int order, out uint pfn)
+    /// <summary>
+    /// The allocation slow path: refills the magazine (the given one, or the calling thread's, created on first use)
+    /// from a depot or the shared allocator, then pops. Returns a cache-owned block, or <see cref="NoPage"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public uint AllocSlow(Magazine? m, int order) => TryAllocSlow(m, order, out uint pfn) ? pfn : NoPage;
+
+    private bool TryAllocSlow(Magazine? m, int order, out uint pfn)
     {
-        Magazine m = CurrentMagazine();
+        m ??= CurrentMagazine();
         Volatile.Write(ref m.Hot.Busy, 1);
         try
         {
@@ -332,9 +379,10 @@ internal sealed unsafe class PageCaches : IDisposable
         return false;
     }
 
-    private void FreeSlow(uint pfn, int order)
+    /// <summary>The free slow path: spills the oldest batch of a full magazine to a depot (or the shared allocator), then pushes.</summary>
+    public void FreeSlow(Magazine? m, uint pfn, int order)
     {
-        Magazine m = CurrentMagazine();
+        m ??= CurrentMagazine();
         Volatile.Write(ref m.Hot.Busy, 1);
         try
         {
@@ -591,7 +639,7 @@ internal sealed unsafe class PageCaches : IDisposable
             throw new ObjectDisposedException(nameof(PageArena));
         }
 
-        var created = new Magazine(this, _stride) { NextOfThread = t_magazines };
+        var created = new Magazine(this, _stride, forPool: false) { NextOfThread = t_magazines };
         t_magazines = created;
         t_magazine = created;
         int registered = Register(created);
@@ -619,7 +667,7 @@ internal sealed unsafe class PageCaches : IDisposable
 
     /// <summary>Unregisters magazines of exited threads that were just emptied (and only those: a magazine registered
     /// after the drain's snapshot may still hold blocks).</summary>
-    private void Forget(List<Magazine> emptied)
+    private void Forget(ICollection<Magazine> emptied)
     {
         while (true)
         {
