@@ -162,7 +162,9 @@ public sealed unsafe partial class PageArena : IDisposable
         if (order < PageCaches.Orders && caches is not null)
         {
             Magazine? m = pool ?? caches.ThreadMagazine();
-            uint p = m is not null ? PageCaches.TryPop(m, order) : PageCaches.NoPage;
+            uint p = pool is not null ? PageCaches.PoolPop(pool, order)
+                : m is not null ? PageCaches.TryPop(m, order)
+                : PageCaches.NoPage;
             if (p == PageCaches.NoPage)
             {
                 p = caches.AllocSlow(m, order);
@@ -256,7 +258,8 @@ public sealed unsafe partial class PageArena : IDisposable
 
             d.Flags = (uint)PageFlags.Cached | (_checked ? (uint)PageFlags.Poisoned : 0);
             Magazine? m = pool ?? caches.ThreadMagazine();
-            if (m is null || !PageCaches.TryPush(m, order, p))
+            bool pushed = pool is not null ? PageCaches.PoolPush(pool, order, p) : m is not null && PageCaches.TryPush(m, order, p);
+            if (!pushed)
             {
                 caches.FreeSlow(m, p, order);
             }
@@ -385,8 +388,11 @@ public sealed unsafe partial class PageArena : IDisposable
             if (inUse != 0)
             {
                 Volatile.Write(ref _state, 0);
+                int pools = _caches?.LivePools ?? 0;
                 throw new InvalidOperationException(
-                    $"PageCore: the arena still has {inUse} of {_pageCount} pages allocated; free them first, or call Dispose(force: true) to release the memory anyway.");
+                    $"PageCore: the arena still has {inUse} of {_pageCount} pages allocated" +
+                    (pools > 0 ? $" ({pools} PagePools not disposed hold theirs)" : "") +
+                    "; free them first, or call Dispose(force: true) to release the memory anyway.");
             }
         }
 

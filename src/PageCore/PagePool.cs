@@ -15,7 +15,10 @@ namespace PageCore;
 /// <c>page_pool</c> moves with its NAPI context). Pages from a pool are ordinary arena pages: any thread may
 /// <see cref="PageArena.GetPage"/>, <see cref="PageArena.PutPage"/> or <see cref="PageArena.FreePages"/> them, and a
 /// page may be freed into a pool other than the one it came from.</para>
-/// <para><see cref="PageArena.Drain"/> empties pools as well. <see cref="Dispose"/> returns the pool's pages to the arena.</para>
+/// <para>The pool's magazine belongs to the pool alone: <see cref="PageArena.Drain"/> and the arena's reclaim on
+/// allocation failure leave it alone (as <c>drain_all_pages</c> leaves a driver's page_pool alone), which is why its hit
+/// path needs no hand-over protocol. It holds at most two batches per order. <see cref="Dispose"/> returns its pages to
+/// the arena; dispose pools before the arena. A disposed pool passes its calls through to the arena.</para>
 /// </remarks>
 public sealed class PagePool : IDisposable
 {

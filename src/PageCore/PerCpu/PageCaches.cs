@@ -179,6 +179,40 @@ internal sealed unsafe class PageCaches : IDisposable
     }
 
     /// <summary>
+    /// The hit path of a <see cref="PagePool"/>'s allocation: a pool's magazine is never stolen (see <see cref="Drain"/>),
+    /// so its owner needs no hand-over protocol at all. <see cref="NoPage"/> when empty.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint PoolPop(Magazine m, int order)
+    {
+        ref int count = ref m.Hot.Count(order);
+        int c = count - 1;
+        if (c < 0)
+        {
+            return NoPage;
+        }
+
+        count = c;
+        return Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * m.Stride) + c);
+    }
+
+    /// <summary>The hit path of a <see cref="PagePool"/>'s free (no hand-over protocol). False when full.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool PoolPush(Magazine m, int order, uint pfn)
+    {
+        ref int count = ref m.Hot.Count(order);
+        int c = count;
+        if (c >= m.Hot.Capacity(order))
+        {
+            return false;
+        }
+
+        Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * m.Stride) + c) = pfn;
+        count = c + 1;
+        return true;
+    }
+
+    /// <summary>
     /// Gives a cache-owned block of <paramref name="order"/> (0..3; flags <see cref="PageFlags.Cached"/>, the cache's
     /// reference held) to the calling thread's magazine, else a depot, else the shared allocator.
     /// </summary>
@@ -201,26 +235,32 @@ internal sealed unsafe class PageCaches : IDisposable
         return m;
     }
 
-    /// <summary>Returns a pool's blocks to the shared allocator and unregisters its magazine (the pool's Dispose).</summary>
+    /// <summary>
+    /// Returns a pool's blocks to the shared allocator and unregisters its magazine (the pool's Dispose, run by the
+    /// pool's owner, so nobody else touches the magazine). A retired magazine stays full: every later push finds no
+    /// room and every pop finds nothing, so a disposed pool passes its calls through to the arena.
+    /// </summary>
     public void RetirePoolMagazine(Magazine m)
     {
-        EnterStealer(wait: true);
-        try
+        EmptyMagazine(m);
+        for (int o = 0; o < Orders; o++)
         {
-            Volatile.Write(ref m.Hot.StealPending, 1);
-            EmptyMagazine(m);
-            Forget([m]);
+            m.Hot.Capacity(o) = 0;
         }
-        finally
-        {
-            Volatile.Write(ref _stealer, 0);
-        }
+
+        Volatile.Write(ref m.Hot.StealPending, 1);
+        Forget([m]);
     }
+
+    /// <summary>Pools not yet disposed.</summary>
+    public int LivePools => Array.FindAll(Volatile.Read(ref _magazines), m => m.Thread is null).Length;
 
     /// <summary>
     /// Returns every cached block to the shared allocator, dropping the cache's reference on each: all depots, and every
-    /// magazine, of live threads and of threads that exited (<c>drain_all_pages</c>). A block on which a speculative
-    /// getter still holds a reference is freed by that getter's last put instead. With <paramref name="wait"/> it waits for a magazine whose owner is in the
+    /// thread's magazine, of live threads and of threads that exited (<c>drain_all_pages</c>). A block on which a
+    /// speculative getter still holds a reference is freed by that getter's last put instead. The magazines of
+    /// <see cref="PagePool"/>s are left alone, as <c>drain_all_pages</c> leaves a driver's page_pool alone: a pool's
+    /// Dispose returns its blocks. With <paramref name="wait"/> it waits for a magazine whose owner is in the
     /// middle of an operation (a few instructions); without it, such a magazine is skipped, so the call never waits.
     /// </summary>
     /// <returns>Pages returned.</returns>
@@ -234,7 +274,7 @@ internal sealed unsafe class PageCaches : IDisposable
         long moved = 0;
         try
         {
-            Magazine[] mags = Volatile.Read(ref _magazines);
+            Magazine[] mags = Array.FindAll(Volatile.Read(ref _magazines), m => m.Thread is not null);
             foreach (Magazine m in mags)
             {
                 Volatile.Write(ref m.Hot.StealPending, 1);
