@@ -37,10 +37,26 @@ internal struct MagazineHot
     [FieldOffset(CacheLine.PaddedSize + 32)] private int _capacity2;
     [FieldOffset(CacheLine.PaddedSize + 36)] private int _capacity3;
 
+    /// <summary>
+    /// The most recently freed block of order 0 (orders 1..3 follow), or <see cref="PageCaches.NoPage"/>: a one-entry top
+    /// of stack kept outside the slot array, so that the next allocation finds it with one load instead of a count load
+    /// followed by a dependent slot load.
+    /// </summary>
+    [FieldOffset(CacheLine.PaddedSize + 40)] public uint Top0;
+
+    [FieldOffset(CacheLine.PaddedSize + 44)] private uint _top1;
+    [FieldOffset(CacheLine.PaddedSize + 48)] private uint _top2;
+    [FieldOffset(CacheLine.PaddedSize + 52)] private uint _top3;
+
     /// <summary>The count of blocks held for <paramref name="order"/> (0..3).</summary>
     [UnscopedRef]
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref int Count(int order) => ref Unsafe.Add(ref Count0, order);
+
+    /// <summary>The one-entry top for <paramref name="order"/> (0..3).</summary>
+    [UnscopedRef]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref uint Top(int order) => ref Unsafe.Add(ref Top0, order);
 
     /// <summary>The capacity for <paramref name="order"/> (0..3).</summary>
     [UnscopedRef]
@@ -99,6 +115,7 @@ internal sealed class Magazine
         for (int o = 0; o < PageCaches.Orders; o++)
         {
             Hot.Capacity(o) = owner.Capacity(o);
+            Hot.Top(o) = PageCaches.NoPage;
         }
 
         Thread = forPool ? null : Thread.CurrentThread;

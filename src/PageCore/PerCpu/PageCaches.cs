@@ -100,7 +100,7 @@ internal sealed unsafe class PageCaches : IDisposable
             {
                 for (int o = 0; o < Orders; o++)
                 {
-                    total += (long)Volatile.Read(ref m.Hot.Count(o)) << o;
+                    total += (long)(Volatile.Read(ref m.Hot.Count(o)) + (Volatile.Read(ref m.Hot.Top(o)) != NoPage ? 1 : 0)) << o;
                 }
             }
 
@@ -140,13 +140,7 @@ internal sealed unsafe class PageCaches : IDisposable
         Volatile.Write(ref m.Hot.Busy, 1);
         if (Volatile.Read(ref m.Hot.StealPending) == 0)
         {
-            ref int count = ref m.Hot.Count(order);
-            int c = count - 1;
-            if (c >= 0)
-            {
-                pfn = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * m.Stride) + c);
-                count = c;
-            }
+            pfn = PoolPop(m, order);
         }
 
         Volatile.Write(ref m.Hot.Busy, 0);
@@ -160,31 +154,33 @@ internal sealed unsafe class PageCaches : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryPush(Magazine m, int order, uint pfn)
     {
+        bool pushed = false;
         Volatile.Write(ref m.Hot.Busy, 1);
         if (Volatile.Read(ref m.Hot.StealPending) == 0)
         {
-            ref int count = ref m.Hot.Count(order);
-            int c = count;
-            if (c < m.Hot.Capacity(order))
-            {
-                Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * m.Stride) + c) = pfn;
-                count = c + 1;
-                Volatile.Write(ref m.Hot.Busy, 0);
-                return true;
-            }
+            pushed = PoolPush(m, order, pfn);
         }
 
         Volatile.Write(ref m.Hot.Busy, 0);
-        return false;
+        return pushed;
     }
 
     /// <summary>
-    /// The hit path of a <see cref="PagePool"/>'s allocation: a pool's magazine is never stolen (see <see cref="Drain"/>),
-    /// so its owner needs no hand-over protocol at all. <see cref="NoPage"/> when empty.
+    /// Pops a block from a magazine the caller owns right now: the one-entry top first, then the slot stack. A
+    /// <see cref="PagePool"/>'s magazine is never stolen (see <see cref="Drain"/>), so a pool calls this directly; a
+    /// thread's magazine calls it inside the hand-over protocol (<see cref="TryPop"/>). <see cref="NoPage"/> when empty.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint PoolPop(Magazine m, int order)
     {
+        ref uint top = ref m.Hot.Top(order);
+        uint hot = top;
+        if (hot != NoPage)
+        {
+            top = NoPage;
+            return hot;
+        }
+
         ref int count = ref m.Hot.Count(order);
         int c = count - 1;
         if (c < 0)
@@ -196,10 +192,17 @@ internal sealed unsafe class PageCaches : IDisposable
         return Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(m.Slots), (order * m.Stride) + c);
     }
 
-    /// <summary>The hit path of a <see cref="PagePool"/>'s free (no hand-over protocol). False when full.</summary>
+    /// <summary>Pushes a block on a magazine the caller owns right now (see <see cref="PoolPop"/>). False when full.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool PoolPush(Magazine m, int order, uint pfn)
     {
+        ref uint top = ref m.Hot.Top(order);
+        if (top == NoPage && m.Hot.Capacity(order) != 0)
+        {
+            top = pfn;
+            return true;
+        }
+
         ref int count = ref m.Hot.Count(order);
         int c = count;
         if (c >= m.Hot.Capacity(order))
@@ -339,6 +342,12 @@ internal sealed unsafe class PageCaches : IDisposable
                 for (int i = 0; i < count; i++)
                 {
                     visit(m.Slots[(o * _stride) + i], o);
+                }
+
+                uint top = Volatile.Read(ref m.Hot.Top(o));
+                if (top != NoPage)
+                {
+                    visit(top, o);
                 }
             }
         }
@@ -581,6 +590,13 @@ internal sealed unsafe class PageCaches : IDisposable
 
             moved += (long)count << o;
             count = 0;
+            ref uint top = ref m.Hot.Top(o);
+            if (top != NoPage)
+            {
+                _arena.ReleaseCachedToCore(top, o);
+                top = NoPage;
+                moved += 1L << o;
+            }
         }
 
         return moved;
