@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Configs;
 using PageCore.Allocator;
 
 namespace PageCore.Benchmarks;
@@ -10,6 +11,8 @@ namespace PageCore.Benchmarks;
 /// wholly allocated (every chunk's bitfield line compared); and the bare status scan.
 /// </summary>
 [MemoryDiagnoser]
+[CategoriesColumn]
+[GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
 public unsafe class ScanBenchmarks
 {
     private const int Chunks = 32768;
@@ -44,22 +47,27 @@ public unsafe class ScanBenchmarks
 
     /// <summary>Failing order-9 request, scalar scan of 32,768 status words.</summary>
     [Benchmark(Baseline = true, Description = "order-9 miss over 32768 chunks, scalar")]
+    [BenchmarkCategory("order-9 miss")]
     public bool HugeMissScalar() => _scalar.TryAlloc(9, out _);
 
     /// <summary>Failing order-9 request, SIMD scan.</summary>
     [Benchmark(Description = "order-9 miss over 32768 chunks, SIMD")]
+    [BenchmarkCategory("order-9 miss")]
     public bool HugeMissVector() => _vector.TryAlloc(9, out _);
 
     /// <summary>Failing order-0 request on a full arena: every chunk's eight bitfield words compared, scalar.</summary>
-    [Benchmark(Description = "order-0 miss over 32768 full chunks, scalar")]
+    [Benchmark(Baseline = true, Description = "order-0 miss over 32768 full chunks, scalar")]
+    [BenchmarkCategory("order-0 miss")]
     public bool SmallMissScalar() => _fullScalar.TryAlloc(0, out _);
 
     /// <summary>Failing order-0 request on a full arena, one 64-byte SIMD compare per chunk.</summary>
     [Benchmark(Description = "order-0 miss over 32768 full chunks, SIMD")]
+    [BenchmarkCategory("order-0 miss")]
     public bool SmallMissVector() => _fullVector.TryAlloc(0, out _);
 
     /// <summary>The bare status scan, scalar.</summary>
-    [Benchmark(Description = "status scan of 32768 chunks, scalar")]
+    [Benchmark(Baseline = true, Description = "status scan of 32768 chunks, scalar")]
+    [BenchmarkCategory("status scan")]
     public int FindScalar()
     {
         fixed (int* w = _words)
@@ -70,6 +78,7 @@ public unsafe class ScanBenchmarks
 
     /// <summary>The bare status scan, SIMD.</summary>
     [Benchmark(Description = "status scan of 32768 chunks, SIMD")]
+    [BenchmarkCategory("status scan")]
     public int FindVector()
     {
         fixed (int* w = _words)
