@@ -40,6 +40,80 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
     }
 
     [Fact(Timeout = TestTimeoutMs)]
+    public async Task ChurnWithTinyBatchesDrivesTheDepotsAndStaysCorrect()
+    {
+        // A batch of 2 makes magazines spill and refill every few operations: the depots and bulk paths run hot.
+        int seed = TestSupport.Seed(output, "churn batch=2");
+        await Task.Run(() => RunChurn(seed, caches: true, walkers: 1, drainer: false, batch: 2));
+    }
+
+    [Theory(Timeout = TestTimeoutMs)]
+    [MemberData(nameof(CacheModes))]
+    public async Task ExhaustionUnderConcurrencyFailsCleanlyAndRecovers(bool caches)
+    {
+        int seed = TestSupport.Seed(output, $"exhaustion caches={caches}");
+        using ArenaLease lease = TestSupport.Lease(pages: 1024, caches: caches);
+        PageArena arena = lease.Arena;
+        long allocs = 0, failures = 0;
+        var errors = new ConcurrentQueue<string>();
+        await Task.Run(() =>
+        {
+            DateTime deadline = DateTime.UtcNow + TestSupport.ChurnTime;
+            var threads = new List<Thread>();
+            for (int t = 0; t < 2 * Environment.ProcessorCount; t++)
+            {
+                int id = t;
+                threads.Add(new Thread(() =>
+                {
+                    var rng = new Random(seed + id);
+                    var held = new List<Block>();
+                    try
+                    {
+                        while (DateTime.UtcNow < deadline)
+                        {
+                            // Hold on to what we get until an allocation fails, then let go of half.
+                            int order = rng.Next(100) < 70 ? 0 : rng.Next(1, 6);
+                            if (arena.TryAllocPages(order, out Pfn p))
+                            {
+                                var b = new Block(p, order, ((long)(id + 1) << 40) | (uint)held.Count);
+                                Stamp(arena, b);
+                                held.Add(b);
+                                Interlocked.Increment(ref allocs);
+                            }
+                            else
+                            {
+                                Interlocked.Increment(ref failures);
+                                for (int i = held.Count - 1; i >= 0; i -= 2)
+                                {
+                                    CheckAndFree(arena, held[i], errors);
+                                    held.RemoveAt(i);
+                                }
+                            }
+                        }
+                    }
+                    catch (Exception ex)
+                    {
+                        errors.Enqueue($"thread {id}: {ex}");
+                    }
+                    finally
+                    {
+                        foreach (Block b in held) CheckAndFree(arena, b, errors);
+                    }
+                }) { Name = $"exhaust-{id}" });
+            }
+
+            foreach (Thread t in threads) t.Start();
+            TestSupport.JoinAll(threads, TestSupport.ChurnTime + TimeSpan.FromSeconds(40));
+        });
+
+        output.WriteLine($"allocs {allocs}, failed allocs {failures}");
+        Assert.True(errors.IsEmpty, string.Join(Environment.NewLine, errors.Take(10)));
+        Assert.True(failures > 0, "the arena never ran out: the test did not test exhaustion");
+        Assert.True(allocs > failures, "allocation did not recover after frees");
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact(Timeout = TestTimeoutMs)]
     public async Task PagesCachedByThreadsThatExitAreNotLost()
     {
         using ArenaLease lease = TestSupport.Lease(pages: 4096);
@@ -162,11 +236,11 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 
-    private void RunChurn(int seed, bool caches, int walkers, bool drainer)
+    private void RunChurn(int seed, bool caches, int walkers, bool drainer, int batch = 32)
     {
         const long Pages = 16384;
         int threads = 2 * Environment.ProcessorCount;
-        using ArenaLease lease = TestSupport.Lease(pages: Pages, caches: caches);
+        using ArenaLease lease = TestSupport.Lease(pages: Pages, caches: caches, batch: batch);
         PageArena arena = lease.Arena;
         DateTime deadline = DateTime.UtcNow + TestSupport.ChurnTime;
         var handoff = new ConcurrentQueue<Block>();
