@@ -26,10 +26,10 @@ public unsafe class ScanBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _vector = Fill(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, 10, useVectors: true));
-        _scalar = Fill(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, 10, useVectors: false));
-        _fullVector = FillCompletely(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, 10, useVectors: true));
-        _fullScalar = FillCompletely(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, 10, useVectors: false));
+        _vector = Fill(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, useVectors: true));
+        _scalar = Fill(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, useVectors: false));
+        _fullVector = FillCompletely(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, useVectors: true));
+        _fullScalar = FillCompletely(new FrameAllocator((long)Chunks << FrameAllocator.ChunkShift, useVectors: false));
         _words = new int[Chunks];
         Array.Fill(_words, 511);
         _words[^1] = FrameAllocator.ChunkPages;

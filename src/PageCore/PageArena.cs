@@ -64,7 +64,7 @@ public sealed unsafe partial class PageArena : IDisposable
         try
         {
             _descRegion = NativeRegion.Reserve((nuint)_pageCount * PageDescriptor.Size, (nuint)CacheLine.PaddedSize, adviseHugePages: false);
-            _core = new FrameAllocator(_pageCount, _maxOrder, useVectors: !options.ForceScalarScan);
+            _core = new FrameAllocator(_pageCount, useVectors: !options.ForceScalarScan);
         }
         catch
         {
@@ -338,6 +338,9 @@ public sealed unsafe partial class PageArena : IDisposable
 
         return new PagePool(this, _caches.CreatePoolMagazine());
     }
+
+    /// <summary>Magazines registered with the caches (threads that used the arena, live or not yet pruned, and pools).</summary>
+    internal int RegisteredMagazines => _caches?.MagazineCount ?? 0;
 
     /// <summary>Returns a pool's blocks and forgets its magazine.</summary>
     internal void RetirePool(Magazine m)

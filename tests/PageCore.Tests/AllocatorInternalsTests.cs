@@ -92,7 +92,7 @@ public sealed unsafe class AllocatorInternalsTests(ITestOutputHelper output)
     [Fact]
     public void BulkAllocationClaimsDistinctAlignedBlocksAndFreesThem()
     {
-        using var core = new FrameAllocator(4096, 10, useVectors: true);
+        using var core = new FrameAllocator(4096, useVectors: true);
         for (int order = 0; order <= 3; order++)
         {
             uint[] got = new uint[100];
@@ -115,7 +115,7 @@ public sealed unsafe class AllocatorInternalsTests(ITestOutputHelper output)
     public void HugeBlocksUseWholeChunks()
     {
         // 4096 pages = 8 chunks of 512. One order-0 page spoils its chunk for order 9; the other 7 chunks remain.
-        using var core = new FrameAllocator(4096, 10, useVectors: false);
+        using var core = new FrameAllocator(4096, useVectors: false);
         Assert.True(core.TryAlloc(0, out uint small));
         Assert.True(core.TryAlloc(10, out uint big1));
         Assert.True(core.TryAlloc(10, out uint big2));

@@ -146,8 +146,10 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
 
         Assert.True(arena.CachedPageCount > 0, "the exited threads should have left pages in their magazines");
         Assert.Equal(arena.PageCount, arena.FreePageCount);
-        output.WriteLine($"cached after the threads exited: {arena.CachedPageCount} pages");
+        Assert.True(arena.RegisteredMagazines >= 8);
+        output.WriteLine($"cached after the threads exited: {arena.CachedPageCount} pages in {arena.RegisteredMagazines} magazines");
         TestSupport.AssertFullyFreeAndCoalesced(arena);
+        Assert.True(arena.RegisteredMagazines < 8, "the magazines of exited threads should be forgotten once drained");
     }
 
     [Fact(Timeout = TestTimeoutMs)]

@@ -76,11 +76,9 @@ internal sealed unsafe class FrameAllocator : IDisposable
 
     /// <summary>Creates the allocator with every page free.</summary>
     /// <param name="pageCount">Pages managed.</param>
-    /// <param name="maxOrder">Largest order handed out (kept for the caller; the structure does not depend on it).</param>
     /// <param name="useVectors">Whether scans may use SIMD.</param>
-    public FrameAllocator(long pageCount, int maxOrder, bool useVectors)
+    public FrameAllocator(long pageCount, bool useVectors)
     {
-        _ = maxOrder;
         _vectors = useVectors;
         _chunkCount = (int)((pageCount + ChunkPages - 1) >> ChunkShift);
         _wordCount = (long)_chunkCount * WordsPerChunk;
@@ -98,9 +96,6 @@ internal sealed unsafe class FrameAllocator : IDisposable
 
     /// <summary>The number of chunks.</summary>
     public int ChunkCount => _chunkCount;
-
-    /// <summary>Whether scans use SIMD.</summary>
-    public bool UsesVectors => _vectors;
 
     /// <summary>Free pages (A3): exact when quiescent, a close estimate otherwise. Costs one pass over the bitfield.</summary>
     public long FreePages
@@ -199,7 +194,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
     {
         if (order >= ChunkShift)
         {
-            return TryFreeHuge(pfn, order);
+            return TryFreeHuge(pfn, order, keepHead: false);
         }
 
         ulong* word = _bits + (pfn >> 6);
@@ -227,26 +222,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
     /// its first chunk becomes <see cref="HeadOnly"/>.
     /// </summary>
     /// <returns>False, with nothing changed, when the block is not a huge block in use.</returns>
-    public bool TryReleaseHugeExceptHead(uint pfn, int order)
-    {
-        int first = (int)(pfn >> ChunkShift);
-        int span = 1 << (order - ChunkShift);
-        for (int i = 0; i < span; i++)
-        {
-            if (Volatile.Read(ref _status[first + i]) != Huge)
-            {
-                return false;
-            }
-        }
-
-        for (int i = 1; i < span; i++)
-        {
-            ReleaseChunk(first + i);
-        }
-
-        ShrinkHugeChunkToHead(first);
-        return true;
-    }
+    public bool TryReleaseHugeExceptHead(uint pfn, int order) => TryFreeHuge(pfn, order, keepHead: true);
 
     /// <inheritdoc />
     public void Dispose()
@@ -626,7 +602,8 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return true;
     }
 
-    private bool TryFreeHuge(uint pfn, int order)
+    /// <summary>Frees a huge block's chunks; with <paramref name="keepHead"/> its first page stays in use (<see cref="HeadOnly"/>).</summary>
+    private bool TryFreeHuge(uint pfn, int order, bool keepHead)
     {
         int first = (int)(pfn >> ChunkShift);
         int span = 1 << (order - ChunkShift);
@@ -638,9 +615,14 @@ internal sealed unsafe class FrameAllocator : IDisposable
             }
         }
 
-        for (int i = 0; i < span; i++)
+        for (int i = keepHead ? 1 : 0; i < span; i++)
         {
             ReleaseChunk(first + i);
+        }
+
+        if (keepHead)
+        {
+            ShrinkHugeChunkToHead(first);
         }
 
         return true;

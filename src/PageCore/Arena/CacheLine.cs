@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace PageCore.Arena;
 
 /// <summary>
@@ -12,7 +10,4 @@ internal static class CacheLine
     /// architecture, so layouts use the largest line in use: 128 bytes (arm64's line, and x64's adjacent-line prefetch pair).
     /// </summary>
     public const int PaddedSize = 128;
-
-    /// <summary>The cache-line size of the machine running now: 128 bytes on arm64, 64 elsewhere.</summary>
-    public static readonly int Size = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 128 : 64;
 }
