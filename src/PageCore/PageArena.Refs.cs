@@ -102,6 +102,7 @@ public sealed unsafe partial class PageArena
     /// <param name="expected">The references the caller accounts for, at least 1.</param>
     /// <returns>True when frozen; false, with nothing changed, when someone else holds a reference.</returns>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena or <paramref name="expected"/> is below 1.</exception>
+    /// <exception cref="PageBugException">The page is not allocated (free, or held by a per-CPU cache); nothing changed.</exception>
     public bool FreezeRefs(Pfn pfn, int expected)
     {
         if (expected < 1)
@@ -109,7 +110,13 @@ public sealed unsafe partial class PageArena
             throw new ArgumentOutOfRangeException(nameof(expected), expected, "page_ref_freeze needs the expected count of the caller's references, at least 1.");
         }
 
-        ref PageDescriptor d = ref HeadOf(pfn.Value, out _);
+        ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
+        if ((d.Flags & (uint)PageFlags.AllocatedHead) == 0)
+        {
+            // Free and cached pages are not the caller's to freeze (a cached page holds the cache's reference).
+            ThrowBug(head, "page_ref_freeze", "the page is not an allocated block head");
+        }
+
         return PageRef.Freeze(ref d, expected);
     }
 

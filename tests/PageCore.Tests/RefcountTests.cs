@@ -170,6 +170,10 @@ public sealed class RefcountTests
         Assert.False(arena.PutPage(p));
         Assert.Equal(1, arena.RefCount(p));
 
+        // Neither may a freeze, which would take the cache's reference away.
+        Assert.Throws<PageBugException>(() => arena.FreezeRefs(p, 1));
+        Assert.Equal(1, arena.RefCount(p));
+
         // A put by the former owner (a use after free) is refused and changes nothing.
         var ex = Assert.Throws<PageBugException>(() => arena.PutPage(p));
         Assert.Contains("cached", ex.Reason);
