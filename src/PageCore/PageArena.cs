@@ -97,6 +97,9 @@ public sealed unsafe partial class PageArena : IDisposable
         return new PageArena(copy);
     }
 
+    /// <summary>A copy of the options the arena was created with.</summary>
+    public PageArenaOptions Options => _options.Clone();
+
     /// <summary>The page size in bytes (<c>PAGE_SIZE</c>).</summary>
     public int PageSize => 1 << _pageShift;
 

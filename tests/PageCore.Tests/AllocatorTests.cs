@@ -221,6 +221,33 @@ public sealed class AllocatorTests
     }
 
     [Fact]
+    public void ScalarScansBehaveLikeVectorScans()
+    {
+        foreach (bool scalar in new[] { false, true })
+        {
+            using PageArena arena = PageArena.Create(new PageArenaOptions { Pages = 8192, ForceScalarScan = scalar });
+            Assert.Equal(8192, arena.Options.Pages);
+            var held = new List<(Pfn, int)>();
+            for (int order = arena.MaxOrder; order >= 0; order--)
+            {
+                while (arena.TryAllocPages(order, out Pfn p))
+                {
+                    held.Add((p, order));
+                }
+            }
+
+            Assert.Equal(0, arena.FreePageCount);
+            Assert.Equal(8, held.Count(h => h.Item2 == arena.MaxOrder));
+            foreach ((Pfn p, int o) in held)
+            {
+                arena.FreePages(p, o);
+            }
+
+            TestSupport.AssertFullyFreeAndCoalesced(arena);
+        }
+    }
+
+    [Fact]
     public void SmallArenasAndSmallMaxOrderWork()
     {
         using ArenaLease lease = TestSupport.Lease(pages: 24, maxOrder: 3);

@@ -77,9 +77,10 @@ internal struct MagazineHot
 /// <see cref="Interlocked.MemoryBarrierProcessWide"/> (a membarrier: a full fence on every CPU that runs a thread of the
 /// process), then reads <c>Busy</c>. After that barrier, either the owner's <c>Busy</c> = 1 is visible to the stealer (it
 /// waits or skips), or the owner's next read of <c>StealPending</c> sees 1 (it stays off the slots). The owner pays two
-/// plain stores and one plain load per operation instead of a fence. On arm64 the owner's store-release followed by its
-/// load-acquire (<c>stlr</c>; <c>ldar</c>) is already ordered; on x64 the store buffer could reorder them, which is what
-/// the process-wide barrier covers. The JIT does not move volatile accesses across each other.</para>
+/// plain stores and one plain load per operation instead of a fence. The owner's release store and its later acquire
+/// load may be reordered by the hardware (x64's store buffer; arm64 when the acquire is an RCpc <c>ldapr</c>): that is
+/// exactly what the process-wide barrier covers, because it interrupts every CPU at an instruction boundary with a full
+/// fence, on every architecture. The JIT does not move volatile accesses across each other.</para>
 /// <para><b>Pools.</b> A <see cref="PagePool"/> owns a magazine of its own, found without a thread-local lookup; the
 /// same protocol applies, with the pool's user as the owner.</para>
 /// <para><b>Threads that exit.</b> The magazine stays registered with its <see cref="PageCaches"/>; its blocks are

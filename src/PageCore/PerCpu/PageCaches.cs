@@ -21,8 +21,8 @@ namespace PageCore.PerCpu;
 /// that migrates right after reading it uses another CPU's depot; that costs locality, never correctness, because every
 /// depot operation is a single atomic word operation that any thread may perform.</para>
 /// <para><b>Batching.</b> A magazine that runs dry takes one batch from a depot or claims a batch from the shared
-/// allocator with one count reservation and one CAS per bitfield word (<see cref="FrameAllocator.AllocBulk"/>); a full
-/// magazine moves its oldest batch to a depot, or back to the shared allocator when every depot slot is full.</para>
+/// allocator with one CAS per bitfield word (<see cref="FrameAllocator.AllocBulk"/>); a full magazine moves its oldest
+/// batch to a depot, or back to the shared allocator when every depot slot is full.</para>
 /// <para><b>Cached blocks keep one reference.</b> A block in a magazine or a depot is owned by the cache: its head has
 /// <see cref="PageFlags.Cached"/> and refcount 1, the cache's reference, exactly as page_pool keeps its recycled pages
 /// (<c>page_pool_recycle_in_cache</c> when <c>page_ref_count(page) == 1</c>). A free by a caller that holds the only
@@ -87,7 +87,7 @@ internal sealed unsafe class PageCaches : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int Capacity(int order) => Math.Max(2, _stride >> order);
 
-    /// <summary>Magazines registered (live and exited threads).</summary>
+    /// <summary>Magazines registered: threads' (live, or exited and not yet drained) and pools'.</summary>
     public int MagazineCount => Volatile.Read(ref _magazines).Length;
 
     /// <summary>Free pages held in magazines and depots (a racy sum; exact when quiescent).</summary>
