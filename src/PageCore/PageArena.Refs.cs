@@ -47,6 +47,30 @@ public sealed unsafe partial class PageArena
     }
 
     /// <summary>
+    /// <c>page_ref_add</c> / <c>folio_ref_add</c>: takes <paramref name="count"/> more references at once on a page the
+    /// caller holds (the way a page-fragment cache takes a bias of references). One atomic add, never a store of a
+    /// computed count: a concurrent speculative get cannot be lost (rule 1).
+    /// </summary>
+    /// <param name="pfn">A page with refcount &gt; 0 (or a tail of such a compound page).</param>
+    /// <param name="count">References to add, at least 1.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena or <paramref name="count"/> is below 1.</exception>
+    /// <exception cref="PageBugException">The page is free, frozen, or the count would pass the overflow guard; nothing changed.</exception>
+    public void GetPages(Pfn pfn, int count)
+    {
+        if (count < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, "page_ref_add needs a count of at least 1.");
+        }
+
+        ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
+        RefGet r = d.Flags == 0 ? RefGet.Dead : PageRef.Add(ref d, count);
+        if (r != RefGet.Taken)
+        {
+            ThrowGetFailed(head, r, "page_ref_add");
+        }
+    }
+
+    /// <summary>
     /// <c>put_page</c>: drops one reference. The put that takes the count to 0 frees the block: its whole recorded order,
     /// or the head alone after <see cref="FreePages"/> freed the rest. On a tail page the put goes to the head.
     /// </summary>
@@ -80,7 +104,12 @@ public sealed unsafe partial class PageArena
     public bool TryGetPageUnlessZero(Pfn pfn)
     {
         ref PageDescriptor d = ref HeadOf(pfn.Value, out uint p);
-        RefGet r = PageRef.TryGetUnlessZero(ref d);
+        RefGet r = PageRef.TryGetUnlessZero(ref d, out int retries);
+        if (retries != 0)
+        {
+            _counters?.Add(ArenaCounter.SpeculativeGetRetries, retries);
+        }
+
         if (r == RefGet.Taken)
         {
             return true;

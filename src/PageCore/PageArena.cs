@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using PageCore.Allocator;
 using PageCore.Arena;
 using PageCore.Descriptors;
+using PageCore.Diagnostics;
 using PageCore.PerCpu;
 
 namespace PageCore;
@@ -33,6 +34,7 @@ public sealed unsafe partial class PageArena : IDisposable
     private readonly FrameAllocator _core;
     private readonly PageCaches? _caches;
     private readonly PageArenaOptions _options;
+    private readonly ContentionCounters? _counters;
     private readonly long _pageCount;
     private readonly int _pageShift;
     private readonly int _maxOrder;
@@ -56,6 +58,7 @@ public sealed unsafe partial class PageArena : IDisposable
         _pageShift = options.PageShift;
         _maxOrder = options.MaxOrder;
         _checked = options.Checked;
+        _counters = options.CollectStatistics ? new ContentionCounters() : null;
 
         nuint pageSize = (nuint)1 << _pageShift;
         nuint dataBytes = (nuint)_pageCount << _pageShift;
@@ -64,7 +67,7 @@ public sealed unsafe partial class PageArena : IDisposable
         try
         {
             _descRegion = NativeRegion.Reserve((nuint)_pageCount * PageDescriptor.Size, (nuint)CacheLine.PaddedSize, adviseHugePages: false);
-            _core = new FrameAllocator(_pageCount, useVectors: !options.ForceScalarScan);
+            _core = new FrameAllocator(_pageCount, useVectors: !options.ForceScalarScan, _counters);
         }
         catch
         {
@@ -77,7 +80,7 @@ public sealed unsafe partial class PageArena : IDisposable
         _desc = (PageDescriptor*)_descRegion.Pointer;
         if (options.PerCpuCaches)
         {
-            _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch);
+            _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch, _counters);
         }
 
         _pageLimit = (uint)_pageCount;
@@ -126,6 +129,12 @@ public sealed unsafe partial class PageArena : IDisposable
     /// counts). A racy sum while other threads allocate; exact when the arena is quiescent.
     /// </summary>
     public long FreePageCount => _core.FreePages + (_caches?.CachedPages ?? 0);
+
+    /// <summary>
+    /// The contention counters summed over every thread (all zero when <see cref="PageArenaOptions.CollectStatistics"/>
+    /// is off): CAS retries and slow-path entries per operation type.
+    /// </summary>
+    public ArenaStatistics Statistics => _counters?.Snapshot() ?? new ArenaStatistics(new long[Enum.GetValues<ArenaCounter>().Length], 0);
 
     /// <summary>Free pages held in per-thread magazines and per-CPU depots (the kernel's <c>pcp->count</c> summed).</summary>
     public long CachedPageCount => _caches?.CachedPages ?? 0;
@@ -186,12 +195,14 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <summary>The shared allocator's path (orders above 3, caches off, or caches exhausted), with reclaim on failure.</summary>
     private uint AllocFromCore(int order)
     {
+        _counters?.Add(ArenaCounter.CoreAllocs);
         if (_core.TryAlloc(order, out uint p) || TryAllocAfterReclaim(order, out p))
         {
             PrepNewPage(p, order);
             return p;
         }
 
+        _counters?.Add(ArenaCounter.FailedAllocs);
         return PageCaches.NoPage;
     }
 
@@ -505,11 +516,7 @@ public sealed unsafe partial class PageArena : IDisposable
             case RefPut.Zero:
                 d.Flags = poisoned;
                 d.Order = 0;
-                if (!_core.TryFree(p, order))
-                {
-                    ThrowCoreFreeFailed(p, order);
-                }
-
+                FreeToCore(p, order);
                 break;
             case RefPut.Live:
                 break;
@@ -539,7 +546,17 @@ public sealed unsafe partial class PageArena : IDisposable
             AdoptIntoCache(p, order);
             caches.Free(p, order);
         }
-        else if (!_core.TryFree(p, order))
+        else
+        {
+            FreeToCore(p, order);
+        }
+    }
+
+    /// <summary>Gives a block whose descriptor is clean to the shared allocator.</summary>
+    private void FreeToCore(uint p, int order)
+    {
+        _counters?.Add(ArenaCounter.CoreFrees);
+        if (!_core.TryFree(p, order))
         {
             ThrowCoreFreeFailed(p, order);
         }
@@ -585,6 +602,7 @@ public sealed unsafe partial class PageArena : IDisposable
         {
             // Pages sitting in other threads' magazines and in the depots come back to the shared allocator first,
             // without waiting for any thread (drain_all_pages on the allocation failure path).
+            _counters?.Add(ArenaCounter.Reclaims);
             _caches.Drain(wait: false);
         }
 

@@ -31,6 +31,12 @@ public sealed class PageArenaOptions
     /// <summary>Ask the kernel for transparent huge pages on the arena's memory (<c>madvise(MADV_HUGEPAGE)</c>). Default true.</summary>
     public bool AdviseHugePages { get; set; } = true;
 
+    /// <summary>
+    /// Count contention and slow-path events per thread (<see cref="PageArena.Statistics"/>). The counters are written
+    /// only on slow paths, never on a cache hit. Default true.
+    /// </summary>
+    public bool CollectStatistics { get; set; } = true;
+
     /// <summary>For benchmarks and tests: make the allocator scan with scalar code even where SIMD is available.</summary>
     internal bool ForceScalarScan { get; set; }
 

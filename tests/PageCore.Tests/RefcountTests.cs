@@ -240,6 +240,51 @@ public sealed class RefcountTests
     }
 
     [Fact]
+    public void GetPagesAddsManyReferencesAtOnce()
+    {
+        using ArenaLease lease = TestSupport.Lease(caches: false);
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        arena.GetPages(p, 5);
+        Assert.Equal(6, arena.RefCount(p));
+        Assert.Throws<ArgumentOutOfRangeException>(() => arena.GetPages(p, 0));
+        for (int i = 0; i < 5; i++) Assert.False(arena.PutPage(p));
+        Assert.True(arena.PutPage(p));
+        Assert.Throws<PageBugException>(() => arena.GetPages(p, 2));
+        Assert.Equal(0, arena.RefCount(p));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
+    [Fact]
+    public void StatisticsCountSlowPathsAndCanBeSwitchedOff()
+    {
+        foreach (bool on in new[] { true, false })
+        {
+            using PageArena arena = PageArena.Create(new PageArenaOptions { Pages = 4096, CollectStatistics = on });
+            var held = new List<Pfn>();
+            for (int i = 0; i < 200; i++) held.Add(arena.AllocPages(0));
+            foreach (Pfn p in held) arena.FreePages(p, 0);
+            Pfn big = arena.AllocPages(9);
+            arena.FreePages(big, 9);
+            ArenaStatistics stats = arena.Statistics;
+            if (on)
+            {
+                Assert.True(stats[ArenaCounter.CacheRefills] > 0, stats.ToString());
+                Assert.True(stats[ArenaCounter.CacheSpills] > 0, stats.ToString());
+                Assert.True(stats[ArenaCounter.CoreAllocs] > 0, stats.ToString());
+                Assert.True(stats[ArenaCounter.CoreFrees] > 0, stats.ToString());
+                Assert.Equal(1, stats.Threads);
+            }
+            else
+            {
+                Assert.All(stats.ToDictionary().Values, v => Assert.Equal(0, v));
+            }
+
+            arena.Drain();
+        }
+    }
+
+    [Fact]
     public void GetOnAFreePageIsABugReportAndDoesNotReviveIt()
     {
         using ArenaLease lease = TestSupport.Lease();

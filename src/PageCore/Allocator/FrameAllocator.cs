@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using PageCore.Arena;
+using PageCore.Diagnostics;
 
 namespace PageCore.Allocator;
 
@@ -73,13 +74,16 @@ internal sealed unsafe class FrameAllocator : IDisposable
     private readonly int _chunkCount;
     private readonly long _wordCount;
     private readonly bool _vectors;
+    private readonly ContentionCounters? _counters;
 
     /// <summary>Creates the allocator with every page free.</summary>
     /// <param name="pageCount">Pages managed.</param>
     /// <param name="useVectors">Whether scans may use SIMD.</param>
-    public FrameAllocator(long pageCount, bool useVectors)
+    /// <param name="counters">Where lost CAS races are counted (slow path only), or null.</param>
+    public FrameAllocator(long pageCount, bool useVectors, ContentionCounters? counters = null)
     {
         _vectors = useVectors;
+        _counters = counters;
         _chunkCount = (int)((pageCount + ChunkPages - 1) >> ChunkShift);
         _wordCount = (long)_chunkCount * WordsPerChunk;
         _bitsRegion = NativeRegion.Reserve((nuint)_wordCount * sizeof(ulong), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
@@ -253,6 +257,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
         }
 
         Volatile.Write(ref _status[chunk], Normal);
+        _counters?.Add(ArenaCounter.HandshakeRollbacks);
         return false;
     }
 
@@ -319,6 +324,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
                 if (seen != v)
                 {
                     v = seen; // lost a race for this word: retry on the value that won
+                    _counters?.Add(ArenaCounter.AllocCasRetries);
                     continue;
                 }
 
@@ -330,6 +336,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
                 }
 
                 Interlocked.And(ref *w, ~mask);
+                _counters?.Add(ArenaCounter.HandshakeRollbacks);
                 break;
             }
         }
@@ -365,12 +372,14 @@ internal sealed unsafe class FrameAllocator : IDisposable
             if (seen != v)
             {
                 v = seen;
+                _counters?.Add(ArenaCounter.AllocCasRetries);
                 continue;
             }
 
             if (!ClaimStands(word, mask))
             {
                 Interlocked.And(ref *w, ~mask);
+                _counters?.Add(ArenaCounter.HandshakeRollbacks);
                 return 0;
             }
 
@@ -408,6 +417,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
             Volatile.Write(ref w[j], 0UL);
         }
 
+        _counters?.Add(claimed == count ? ArenaCounter.HandshakeRollbacks : ArenaCounter.AllocCasRetries);
         return false;
     }
 
@@ -420,7 +430,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
 
     /// <summary>Clears a run of bits; false, with nothing changed, if any of them was already clear.</summary>
     /// <remarks>Keeps A1 (a double free is refused). CAS loop: full fence.</remarks>
-    private static bool ClearRun(ulong* word, ulong mask)
+    private bool ClearRun(ulong* word, ulong mask)
     {
         ulong v = Volatile.Read(ref *word);
         while ((v & mask) == mask)
@@ -432,6 +442,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
             }
 
             v = seen;
+            _counters?.Add(ArenaCounter.FreeCasRetries);
         }
 
         return false;

@@ -105,6 +105,40 @@ internal static class PageRef
     }
 
     /// <summary>
+    /// <c>page_ref_add</c>: the caller holds a reference and takes <paramref name="count"/> more at once.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: the count of a live page grows by exactly <paramref name="count"/> or not at all, and never passes
+    /// <see cref="MaxCount"/>. A CAS loop on the value read, so a get or put that lands between the read and the write
+    /// makes the CAS fail and the loop retry on the new value: nothing is overwritten (the bug of
+    /// <c>PageCore.Legacy.LegacyPageCount</c>, which stores instead). Full fence on success.
+    /// </remarks>
+    public static RefGet Add(ref PageDescriptor d, int count)
+    {
+        int v = Volatile.Read(ref d.RefCount);
+        while (true)
+        {
+            if (v <= 0)
+            {
+                return RefGet.Dead;
+            }
+
+            if (v > MaxCount - count)
+            {
+                return RefGet.Overflow;
+            }
+
+            int seen = Interlocked.CompareExchange(ref d.RefCount, v + count, v);
+            if (seen == v)
+            {
+                return RefGet.Taken;
+            }
+
+            v = seen;
+        }
+    }
+
+    /// <summary>
     /// <c>page_ref_add_unless_zero</c> / <c>get_page_unless_zero</c>: take a reference only if the page is live.
     /// </summary>
     /// <remarks>
@@ -112,31 +146,41 @@ internal static class PageRef
     /// expects: the first attempt expects 1 (a page held once, the common case), which saves the load before the locked
     /// instruction; a failed CAS returns the real value, and the loop goes on from it. A successful CAS is a full fence:
     /// the caller may now read anything published before the count it raised (and must still recheck identity, rule 2).
-    /// A failed attempt writes nothing, so the caller must not trust what it read before it.
+    /// A failed attempt writes nothing, so the caller must not trust what it read before it. <paramref name="retries"/>
+    /// counts the CAS races lost to concurrent gets and puts (a wrong first guess is not one).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static RefGet TryGetUnlessZero(ref PageDescriptor d)
+    public static RefGet TryGetUnlessZero(ref PageDescriptor d, out int retries)
     {
-        int v = 1;
+        int seen = Interlocked.CompareExchange(ref d.RefCount, 2, 1);
+        retries = 0;
+        return seen == 1 ? RefGet.Taken : TryGetUnlessZeroFrom(ref d, seen, ref retries);
+    }
+
+    /// <summary>The loop of <see cref="TryGetUnlessZero"/> after the first guess missed, counting CAS races it lost.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static RefGet TryGetUnlessZeroFrom(ref PageDescriptor d, int v, ref int retries)
+    {
         while (true)
         {
+            if (v <= 0)
+            {
+                return RefGet.Dead;
+            }
+
+            if (v >= MaxCount)
+            {
+                return RefGet.Overflow;
+            }
+
             int seen = Interlocked.CompareExchange(ref d.RefCount, v + 1, v);
             if (seen == v)
             {
                 return RefGet.Taken;
             }
 
-            if (seen <= 0)
-            {
-                return RefGet.Dead;
-            }
-
-            if (seen >= MaxCount)
-            {
-                return RefGet.Overflow;
-            }
-
-            // Lost a race with another get or put, or guessed wrong: retry on the value that is there.
+            // Lost a race with another get or put: retry on the value that won.
+            retries++;
             v = seen;
         }
     }

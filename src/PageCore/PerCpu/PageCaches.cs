@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using PageCore.Allocator;
 using PageCore.Arena;
 using PageCore.Descriptors;
+using PageCore.Diagnostics;
 
 namespace PageCore.PerCpu;
 
@@ -55,6 +56,7 @@ internal sealed unsafe class PageCaches : IDisposable
     private readonly int _cpuStride;
     private readonly NativeRegion _depotRegion;
     private readonly long* _depot;
+    private readonly ContentionCounters? _counters;
     private Magazine[] _magazines = [];
     private int _stealer;
     private volatile bool _disposed;
@@ -64,8 +66,10 @@ internal sealed unsafe class PageCaches : IDisposable
     /// <param name="core">The shared allocator behind the caches.</param>
     /// <param name="descriptors">The descriptor array (for batch links).</param>
     /// <param name="batch">Order-0 pages per batch; order <c>o</c> moves <c>max(1, batch &gt;&gt; o)</c> blocks.</param>
-    public PageCaches(PageArena arena, FrameAllocator core, PageDescriptor* descriptors, int batch)
+    /// <param name="counters">Where refills and spills are counted, or null.</param>
+    public PageCaches(PageArena arena, FrameAllocator core, PageDescriptor* descriptors, int batch, ContentionCounters? counters)
     {
+        _counters = counters;
         _arena = arena;
         _core = core;
         _desc = descriptors;
@@ -460,9 +464,15 @@ internal sealed unsafe class PageCaches : IDisposable
     private int Refill(Magazine m, int order)
     {
         Span<uint> dest = m.Slots.AsSpan(order * _stride, Capacity(order));
+        _counters?.Add(ArenaCounter.CacheRefills);
         int got = PopDepot(order, dest);
-        if (got == 0)
+        if (got != 0)
         {
+            _counters?.Add(ArenaCounter.DepotTakes);
+        }
+        else
+        {
+            _counters?.Add(ArenaCounter.CoreAllocs);
             got = _core.AllocBulk(order, dest[..Batch(order)]);
             foreach (uint p in dest[..got])
             {
@@ -485,7 +495,12 @@ internal sealed unsafe class PageCaches : IDisposable
         }
 
         long word = ((long)batch << 32) | (oldest[0] + 1L);
-        if (!PushDepot(order, word))
+        _counters?.Add(ArenaCounter.CacheSpills);
+        if (PushDepot(order, word))
+        {
+            _counters?.Add(ArenaCounter.DepotPuts);
+        }
+        else
         {
             foreach (uint p in oldest)
             {
