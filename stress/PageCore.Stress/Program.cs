@@ -1,21 +1,23 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
-using System.Text.Json;
 using PageCore.Stress.Scenarios;
 
 namespace PageCore.Stress;
 
 /// <summary>
 /// <c>pagecore-stress</c>: runs PageCore's stress scenarios on real threads. Exit codes: 0 pass, 1 invariant violated,
-/// 2 inconclusive, 64 bad arguments.
+/// 2 inconclusive (a legacy form that was not caught in time), 64 bad arguments.
 /// </summary>
 public static class Program
 {
-    /// <summary>Exit code: every invariant held.</summary>
+    /// <summary>Exit code: every invariant held (and, in the race lab, every legacy form was caught).</summary>
     public const int Pass = 0;
 
     /// <summary>Exit code: an invariant was violated.</summary>
     public const int Violated = 1;
+
+    /// <summary>Exit code: a legacy form was not caught in time; never a pass.</summary>
+    public const int Inconclusive = 2;
 
     /// <summary>Exit code: bad arguments.</summary>
     public const int BadArguments = 64;
@@ -28,18 +30,26 @@ public static class Program
         var threads = new Option<int>("--threads") { Description = "Worker threads (default: 2 x processor count).", DefaultValueFactory = _ => 2 * Environment.ProcessorCount };
         var duration = new Option<string>("--duration") { Description = "How long to run: 500ms, 10s, 2m (default 10s).", DefaultValueFactory = _ => "10s" };
         var seed = new Option<int?>("--seed") { Description = "Random seed (default: a random one, printed)." };
+        var pin = new Option<bool>("--pin") { Description = "Pin worker threads to CPUs round-robin (Linux sched_setaffinity)." };
+        var json = new Option<string?>("--json") { Description = "Write the figures as JSON to this file." };
         var pages = new Option<long>("--arena-pages") { Description = "Pages in the arena (a multiple of 1024; default 65536 = 256 MiB).", DefaultValueFactory = _ => 65536 };
-        var json = new Option<string?>("--json") { Description = "Write the result as JSON to this file." };
+        var perScenario = new Option<string>("--duration-per-scenario") { Description = "How long each form runs (default 10s).", DefaultValueFactory = _ => "10s" };
 
         var list = new Command("list", "List every scenario, its kernel counterpart, the rule it exercises, and whether it has a legacy form.");
         list.SetAction(_ => List());
 
-        var run = new Command("run", "Run one scenario.") { scenarioArg, legacy, threads, duration, seed, pages, json };
+        var run = new Command("run", "Run one scenario.") { scenarioArg, legacy, threads, duration, seed, pin, json, pages };
         run.SetAction(pr => Run(
             pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(threads), pr.GetValue(duration)!,
-            pr.GetValue(seed), pr.GetValue(pages), pr.GetValue(json)));
+            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages)));
 
-        var root = new RootCommand("pagecore-stress: PageCore's stress scenarios on real threads, with invariants checked while they run.") { list, run };
+        var raceLab = new Command("race-lab", "For every scenario with a legacy form: the legacy form must be caught, the fixed form must hold.")
+        {
+            perScenario, threads, seed, pin, pages,
+        };
+        raceLab.SetAction(pr => RaceLab(pr.GetValue(perScenario)!, pr.GetValue(threads), pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(pages)));
+
+        var root = new RootCommand("pagecore-stress: PageCore's stress scenarios on real threads, with invariants checked while they run.") { list, run, raceLab };
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -53,84 +63,6 @@ public static class Program
         }
 
         return parsed.Invoke();
-    }
-
-    private static int List()
-    {
-        Console.WriteLine($"{"scenario",-14} {"legacy",-6} {"rule",-26} kernel counterpart");
-        foreach (IScenario s in ScenarioCatalog.All)
-        {
-            Console.WriteLine($"{s.Name,-14} {(s.HasLegacyForm ? "yes" : "no"),-6} {s.Rule,-26} {s.KernelCounterpart}");
-            Console.WriteLine($"{"",-14} {s.Description}");
-        }
-
-        return Pass;
-    }
-
-    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, long pages, string? jsonPath)
-    {
-        IScenario? scenario = ScenarioCatalog.Find(name);
-        if (scenario is null)
-        {
-            return Bad($"unknown scenario '{name}'; known: {string.Join(", ", ScenarioCatalog.All.Select(s => s.Name))}.");
-        }
-
-        if (legacy && !scenario.HasLegacyForm)
-        {
-            return Bad($"scenario '{scenario.Name}' has no legacy form.");
-        }
-
-        if (threads is < 1 or > 1024)
-        {
-            return Bad($"--threads must be between 1 and 1024 (got {threads}).");
-        }
-
-        if (!TryParseDuration(durationText, out TimeSpan duration))
-        {
-            return Bad($"--duration '{durationText}' is not a duration such as 500ms, 10s or 2m.");
-        }
-
-        if (pages < 1024 || pages % 1024 != 0 || pages > (1L << 31))
-        {
-            return Bad($"--arena-pages must be a multiple of 1024 between 1024 and 2^31 (got {pages}).");
-        }
-
-        int actualSeed = seed ?? Random.Shared.Next();
-        Console.WriteLine($"pagecore-stress run {scenario.Name}{(legacy ? " --legacy" : "")} --threads {threads} --duration {durationText} --seed {actualSeed} --arena-pages {pages}");
-        Console.WriteLine($"machine: {Environment.ProcessorCount} processors, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}");
-
-        var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, Console.Out);
-        StressResult result = scenario.Run(ctx);
-
-        Console.WriteLine();
-        Console.WriteLine($"{result.Scenario}: {result.Elapsed.TotalSeconds:F1}s, seed {actualSeed}");
-        foreach ((string op, long count) in result.Operations)
-        {
-            Console.WriteLine($"  {op,-18} {count,14:N0}  ({Progress.Rate(count / result.Elapsed.TotalSeconds)}/s)");
-        }
-
-        Console.WriteLine($"  violations         {result.Violations,14:N0}");
-        foreach (string v in ctx.Violations)
-        {
-            Console.WriteLine($"    {v}");
-        }
-
-        Console.WriteLine("final arena check:");
-        Console.WriteLine("  " + result.FinalReport.Replace(Environment.NewLine, Environment.NewLine + "  ").TrimEnd());
-        if (jsonPath is not null)
-        {
-            WriteJson(jsonPath, result, ctx);
-        }
-
-        bool pass = result.Violations == 0;
-        Console.WriteLine(pass ? "PASS: every invariant held" : $"FAIL: {result.Violations} invariant violations (replay with --seed {actualSeed})");
-        return pass ? Pass : Violated;
-    }
-
-    private static int Bad(string message)
-    {
-        Console.Error.WriteLine($"pagecore-stress: {message}");
-        return BadArguments;
     }
 
     /// <summary>Parses 500ms, 10s, 2m, 1h, or a plain number of seconds.</summary>
@@ -156,39 +88,142 @@ public static class Program
         return true;
     }
 
-    private static void WriteJson(string path, StressResult result, StressContext ctx)
+    /// <summary>Runs one scenario form with the given settings and returns its result (used by run, race-lab and tests).</summary>
+    public static (StressContext Context, StressResult Result) Execute(IScenario scenario, StressContext ctx) => (ctx, scenario.Run(ctx));
+
+    private static int List()
     {
-        using FileStream file = File.Create(path);
-        using var w = new Utf8JsonWriter(file, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        w.WriteString("scenario", result.Scenario);
-        w.WriteBoolean("legacy", result.Legacy);
-        w.WriteNumber("threads", ctx.Threads);
-        w.WriteNumber("seed", ctx.Seed);
-        w.WriteNumber("arenaPages", ctx.ArenaPages);
-        w.WriteNumber("processors", Environment.ProcessorCount);
-        w.WriteNumber("elapsedSeconds", result.Elapsed.TotalSeconds);
-        w.WriteStartObject("operations");
-        foreach ((string op, long count) in result.Operations)
+        Console.WriteLine($"{"scenario",-20} {"legacy",-6} {"rule",-20} kernel counterpart");
+        foreach (IScenario s in ScenarioCatalog.All)
         {
-            w.WriteNumber(op, count);
+            Console.WriteLine($"{s.Name,-20} {(s.HasLegacyForm ? "yes" : "no"),-6} {s.Rule,-20} {s.KernelCounterpart}");
+            Console.WriteLine($"{"",-20} {s.Description}");
         }
 
-        w.WriteEndObject();
-        w.WriteNumber("violations", result.Violations);
-        if (result.FirstViolationAt is { } first)
+        return Pass;
+    }
+
+    private static string? Validate(int threads, string durationText, long pages, out TimeSpan duration)
+    {
+        duration = default;
+        if (threads is < 1 or > 1024)
         {
-            w.WriteNumber("firstViolationSeconds", first.TotalSeconds);
+            return $"--threads must be between 1 and 1024 (got {threads}).";
         }
 
-        w.WriteStartArray("violationSamples");
-        foreach (string v in ctx.Violations)
+        if (!TryParseDuration(durationText, out duration))
         {
-            w.WriteStringValue(v);
+            return $"the duration '{durationText}' is not a duration such as 500ms, 10s or 2m.";
         }
 
-        w.WriteEndArray();
-        w.WriteString("finalReport", result.FinalReport);
-        w.WriteEndObject();
+        if (pages < 1024 || pages % 1024 != 0 || pages > (1L << 31))
+        {
+            return $"--arena-pages must be a multiple of 1024 between 1024 and 2^31 (got {pages}).";
+        }
+
+        return null;
+    }
+
+    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages)
+    {
+        IScenario? scenario = ScenarioCatalog.Find(name);
+        if (scenario is null)
+        {
+            return Bad($"unknown scenario '{name}'; known: {string.Join(", ", ScenarioCatalog.All.Select(s => s.Name))}.");
+        }
+
+        if (legacy && !scenario.HasLegacyForm)
+        {
+            return Bad($"scenario '{scenario.Name}' has no legacy form (see 'list').");
+        }
+
+        if (Validate(threads, durationText, pages, out TimeSpan duration) is { } problem)
+        {
+            return Bad(problem);
+        }
+
+        int actualSeed = seed ?? Random.Shared.Next();
+        Console.WriteLine($"pagecore-stress run {scenario.Name}{(legacy ? " --legacy" : "")} --threads {threads} --duration {durationText} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}");
+        Console.WriteLine($"machine: {Report.Machine()}");
+        bool live = !Console.IsOutputRedirected && !Console.IsErrorRedirected && Environment.GetEnvironmentVariable("CI") is null;
+        var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, pin, Console.Out, live);
+        StressResult result = scenario.Run(ctx);
+        Report.Print(Console.Out, ctx, result);
+        if (jsonPath is not null)
+        {
+            Report.WriteJson(jsonPath, ctx, result);
+            Console.WriteLine($"  JSON: {jsonPath}");
+        }
+
+        if (legacy)
+        {
+            bool caught = result.Violations > 0;
+            Console.WriteLine(caught
+                ? $"CAUGHT: the legacy form violated its invariants ({result.Violations} violations, first after {result.FirstViolationAt?.TotalMilliseconds:F0} ms)"
+                : "INCONCLUSIVE: the legacy form was not caught in time (not a pass); run longer or with more threads");
+            return caught ? Violated : Inconclusive;
+        }
+
+        bool pass = result.Violations == 0;
+        Console.WriteLine(pass ? "PASS: every invariant held" : $"FAIL: {result.Violations} invariant violations (replay with --seed {actualSeed})");
+        return pass ? Pass : Violated;
+    }
+
+    private static int RaceLab(string perScenarioText, int threads, int? seed, bool pin, long pages)
+    {
+        if (Validate(threads, perScenarioText, pages, out TimeSpan duration) is { } problem)
+        {
+            return Bad(problem);
+        }
+
+        int actualSeed = seed ?? Random.Shared.Next();
+        IScenario[] withLegacy = ScenarioCatalog.All.Where(s => s.HasLegacyForm).ToArray();
+        Console.WriteLine($"pagecore-stress race-lab --duration-per-scenario {perScenarioText} --threads {threads} --seed {actualSeed} --arena-pages {pages}");
+        Console.WriteLine($"machine: {Report.Machine()}");
+        var rows = new List<string>();
+        int exit = Pass;
+        foreach (IScenario s in withLegacy)
+        {
+            var legacyCtx = new StressContext(threads, duration, actualSeed, pages, legacy: true, pin, TextWriter.Null);
+            StressResult legacyResult = s.Run(legacyCtx);
+            var fixedCtx = new StressContext(threads, duration, actualSeed, pages, legacy: false, pin, TextWriter.Null);
+            StressResult fixedResult = s.Run(fixedCtx);
+            bool caught = legacyResult.Violations > 0;
+            bool held = fixedResult.Violations == 0;
+            long fixedOps = fixedCtx.Recorders.Sum(r => r.Total);
+            rows.Add($"| {s.Name} | {s.Rule} | {(caught ? "yes" : "NO")} | {(caught ? $"{legacyResult.FirstViolationAt?.TotalMilliseconds:F0} ms" : "-")} | {legacyResult.Violations:N0} | {(held ? "yes" : "NO")} | {fixedOps:N0} | {fixedResult.Violations:N0} |");
+            if (!held)
+            {
+                exit = Violated;
+                foreach (string v in fixedCtx.Violations.Take(5)) Console.WriteLine($"  fixed form of {s.Name}: {v}");
+            }
+            else if (!caught && exit == Pass)
+            {
+                exit = Inconclusive;
+            }
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("| scenario | rule | legacy caught | time to first violation | legacy violations | fixed held | fixed ops | fixed violations |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        foreach (string row in rows) Console.WriteLine(row);
+        if (withLegacy.Length == 0)
+        {
+            Console.WriteLine("no scenario has a legacy form yet");
+        }
+
+        Console.WriteLine(exit switch
+        {
+            Pass => "PASS: every legacy form was caught and every fixed form held",
+            Violated => "FAIL: a fixed form violated its invariants",
+            _ => "INCONCLUSIVE: a legacy form was not caught in time (not a pass)",
+        });
+        return exit;
+    }
+
+    private static int Bad(string message)
+    {
+        Console.Error.WriteLine($"pagecore-stress: {message}");
+        return BadArguments;
     }
 }

@@ -3,21 +3,41 @@ using System.Diagnostics;
 
 namespace PageCore.Stress;
 
-/// <summary>The settings of one run and the shared counters the scenario's threads report into.</summary>
+/// <summary>Faults the harness can plant in a scenario, to show that its checks can fail.</summary>
+public enum PlantedFault
+{
+    /// <summary>No fault.</summary>
+    None,
+
+    /// <summary>A worker drops a reference it never took once: a refcount increment skipped (a lost <c>get_page</c>).</summary>
+    SkipOneGet,
+}
+
+/// <summary>One operation type of a scenario, and the arena counters that belong to it in the report.</summary>
+/// <param name="Name">The operation's name in tables and JSON.</param>
+/// <param name="Retries">Counters of CAS races lost by this kind of operation.</param>
+/// <param name="SlowPaths">Counters of slow-path entries of this kind of operation.</param>
+public sealed record OpKind(string Name, ArenaCounter[] Retries, ArenaCounter[] SlowPaths);
+
+/// <summary>The settings of one run, the workers' recorders, and the violations found.</summary>
 public sealed class StressContext
 {
     private readonly ConcurrentQueue<string> _violations = new();
+    private readonly List<Recorder> _recorders = [];
     private long _violationCount;
+    private long _firstViolationTicks = -1;
 
     /// <summary>Creates a context.</summary>
-    public StressContext(int threads, TimeSpan duration, int seed, long arenaPages, bool legacy, TextWriter log)
+    public StressContext(int threads, TimeSpan duration, int seed, long arenaPages, bool legacy, bool pin, TextWriter log, bool live = false)
     {
         Threads = threads;
         Duration = duration;
         Seed = seed;
         ArenaPages = arenaPages;
         Legacy = legacy;
+        Pin = pin;
         Log = log;
+        Live = live;
         Clock = Stopwatch.StartNew();
         Deadline = DateTime.UtcNow + duration;
     }
@@ -37,6 +57,15 @@ public sealed class StressContext
     /// <summary>Whether the legacy (historical, broken) form runs.</summary>
     public bool Legacy { get; }
 
+    /// <summary>Whether workers are pinned to CPUs round-robin.</summary>
+    public bool Pin { get; }
+
+    /// <summary>Whether progress is drawn as a live view (a terminal) rather than plain lines.</summary>
+    public bool Live { get; }
+
+    /// <summary>A fault to plant (tests only).</summary>
+    public PlantedFault Fault { get; init; }
+
     /// <summary>Where progress lines go.</summary>
     public TextWriter Log { get; }
 
@@ -46,43 +75,108 @@ public sealed class StressContext
     /// <summary>When workers stop.</summary>
     public DateTime Deadline { get; }
 
+    /// <summary>The arena under test, once the scenario built it.</summary>
+    public PageArena? Arena { get; set; }
+
+    /// <summary>The scenario's operation types.</summary>
+    public IReadOnlyList<OpKind> Operations { get; private set; } = [];
+
+    /// <summary>One recorder per worker, in creation order.</summary>
+    public IReadOnlyList<Recorder> Recorders
+    {
+        get
+        {
+            lock (_recorders)
+            {
+                return [.. _recorders];
+            }
+        }
+    }
+
+    /// <summary>Messages about pinning, printed once.</summary>
+    public ConcurrentQueue<string> Notices { get; } = new();
+
     /// <summary>Violations so far.</summary>
     public long ViolationCount => Interlocked.Read(ref _violationCount);
 
     /// <summary>Time of the first violation, if any.</summary>
-    public TimeSpan? FirstViolationAt { get; private set; }
+    public TimeSpan? FirstViolationAt
+    {
+        get
+        {
+            long t = Interlocked.Read(ref _firstViolationTicks);
+            return t < 0 ? null : TimeSpan.FromTicks(t);
+        }
+    }
 
     /// <summary>The first violations reported (at most 20 kept).</summary>
     public IReadOnlyCollection<string> Violations => _violations;
 
-    /// <summary>Reports an invariant violation (thread-safe).</summary>
-    public void Violation(string text)
+    /// <summary>Declares the scenario's operation types (before any recorder is created).</summary>
+    public void DeclareOperations(params OpKind[] operations) => Operations = operations;
+
+    /// <summary>Creates the recorder of one worker; pins the calling thread first when <see cref="Pin"/> is set.</summary>
+    public Recorder Enlist(string name, int index)
     {
-        if (Interlocked.Increment(ref _violationCount) == 1)
+        if (Pin)
         {
-            FirstViolationAt = Clock.Elapsed;
+            string? problem = Affinity.PinCurrentThread(index % Environment.ProcessorCount);
+            if (problem is not null && Notices.Count < 1)
+            {
+                Notices.Enqueue(problem);
+            }
         }
 
+        var r = new Recorder(name, Operations.Count);
+        lock (_recorders)
+        {
+            _recorders.Add(r);
+        }
+
+        return r;
+    }
+
+    /// <summary>Reports an invariant violation (thread-safe): what, on which page with its descriptor, and the seed.</summary>
+    public void Violation(string what, Pfn? pfn = null)
+    {
+        Interlocked.CompareExchange(ref _firstViolationTicks, Clock.Elapsed.Ticks, -1);
+        Interlocked.Increment(ref _violationCount);
         if (_violations.Count < 20)
         {
-            _violations.Enqueue(text);
+            string page = "";
+            if (pfn is { } p && Arena is { } arena)
+            {
+                try
+                {
+                    page = " " + arena.DumpPage(p);
+                }
+                catch (ArgumentOutOfRangeException)
+                {
+                }
+            }
+
+            _violations.Enqueue($"{what}{page} (seed {Seed})");
         }
     }
+
+    /// <summary>Records a refused page operation as a violation, with the report's own page dump.</summary>
+    public void Violation(PageBugException bug) =>
+        Violation($"{bug.Operation}: {bug.Reason}. {bug.DescriptorDump}");
 }
 
 /// <summary>What one run measured and found.</summary>
 /// <param name="Scenario">The scenario's name.</param>
 /// <param name="Legacy">Whether the legacy form ran.</param>
-/// <param name="Operations">Operations by type.</param>
 /// <param name="Elapsed">Wall time of the workload.</param>
 /// <param name="Violations">Invariant violations found.</param>
 /// <param name="FirstViolationAt">When the first one was found.</param>
+/// <param name="Statistics">The arena's contention counters at the end.</param>
 /// <param name="FinalReport">The arena's <c>Verify</c> at the end, as text.</param>
 public sealed record StressResult(
     string Scenario,
     bool Legacy,
-    IReadOnlyDictionary<string, long> Operations,
     TimeSpan Elapsed,
     long Violations,
     TimeSpan? FirstViolationAt,
+    ArenaStatistics Statistics,
     string FinalReport);

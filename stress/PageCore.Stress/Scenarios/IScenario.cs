@@ -29,7 +29,8 @@ public interface IScenario
 public static class ScenarioCatalog
 {
     /// <summary>Every scenario, by name.</summary>
-    public static IReadOnlyList<IScenario> All { get; } = [new AllocChurnScenario()];
+    public static IReadOnlyList<IScenario> All { get; } =
+        [new AllocChurnScenario(), new PcpPingPongScenario(), new SpeculativeWalkerScenario(), new ExhaustionScenario()];
 
     /// <summary>Finds a scenario by name (case-insensitive), or null.</summary>
     public static IScenario? Find(string name) =>

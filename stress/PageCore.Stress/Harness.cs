@@ -1,0 +1,167 @@
+using Spectre.Console;
+
+namespace PageCore.Stress;
+
+/// <summary>Starts a scenario's threads, shows progress while they run, and makes the end-of-run checks.</summary>
+public static class Harness
+{
+    /// <summary>
+    /// Runs <paramref name="workers"/> until they return (they watch <see cref="StressContext.Deadline"/>), with
+    /// <paramref name="background"/> threads (walkers) running until the workers are done. Shows a live view on a
+    /// terminal, one plain line per second otherwise.
+    /// </summary>
+    public static TimeSpan Run(
+        StressContext ctx,
+        IReadOnlyList<(string Name, Action<Recorder> Body)> workers,
+        IReadOnlyList<(string Name, Action<Recorder, CancellationToken> Body)> background)
+    {
+        using var stop = new CancellationTokenSource();
+        var threads = new List<Thread>();
+        for (int i = 0; i < workers.Count; i++)
+        {
+            (string name, Action<Recorder> body) = workers[i];
+            int index = i;
+            threads.Add(new Thread(() => Guard(ctx, name, () => body(ctx.Enlist(name, index)))) { Name = name, IsBackground = true });
+        }
+
+        var helpers = new List<Thread>();
+        for (int i = 0; i < background.Count; i++)
+        {
+            (string name, Action<Recorder, CancellationToken> body) = background[i];
+            int index = workers.Count + i;
+            helpers.Add(new Thread(() => Guard(ctx, name, () => body(ctx.Enlist(name, index), stop.Token))) { Name = name, IsBackground = true });
+        }
+
+        foreach (Thread t in threads.Concat(helpers)) t.Start();
+        if (ctx.Live)
+        {
+            ShowLive(ctx, threads);
+        }
+        else
+        {
+            ShowPlain(ctx, threads);
+        }
+
+        foreach (Thread t in threads) t.Join();
+        TimeSpan elapsed = ctx.Clock.Elapsed;
+        stop.Cancel();
+        foreach (Thread t in helpers) t.Join();
+        foreach (string notice in ctx.Notices) ctx.Log.WriteLine($"note: {notice}");
+        return elapsed;
+    }
+
+    /// <summary>
+    /// The checks every scenario ends with, on a quiescent arena: drain the caches, <see cref="PageArena.Verify"/>, every
+    /// page free again (conservation), and the free arena whole blocks of MaxOrder (coalescing). Then the arena is
+    /// released (forced: a run that found violations may have left pages allocated, and a corrupted arena must not stop
+    /// the report).
+    /// </summary>
+    public static StressResult Finish(StressContext ctx, string scenario, PageArena arena, TimeSpan elapsed)
+    {
+        string final;
+        try
+        {
+            arena.Drain();
+            ArenaReport report = arena.Verify();
+            foreach (string v in report.Violations) ctx.Violation("verify: " + v);
+            if (report.FreePages != arena.PageCount)
+            {
+                ctx.Violation($"conservation: after every block was freed and the caches drained, {report.FreePages} of {arena.PageCount} pages are free");
+            }
+            else if (report.FreeBlocksByOrder[arena.MaxOrder] != arena.PageCount >> arena.MaxOrder)
+            {
+                ctx.Violation($"coalescing: the free arena is not {arena.PageCount >> arena.MaxOrder} blocks of order {arena.MaxOrder}");
+            }
+
+            final = report.ToString();
+        }
+        catch (PageBugException bug)
+        {
+            ctx.Violation(bug);
+            final = $"the final drain hit a corrupted page: {bug.Message}";
+        }
+
+        ArenaStatistics stats = arena.Statistics;
+        arena.Dispose(force: true);
+        return new StressResult(scenario, ctx.Legacy, elapsed, ctx.ViolationCount, ctx.FirstViolationAt, stats, final);
+    }
+
+    private static void Guard(StressContext ctx, string name, Action body)
+    {
+        try
+        {
+            body();
+        }
+        catch (PageBugException bug)
+        {
+            ctx.Violation(bug);
+        }
+        catch (Exception ex)
+        {
+            ctx.Violation($"{name}: {ex.GetType().Name}: {ex.Message}");
+        }
+    }
+
+    private static long[] Totals(StressContext ctx)
+    {
+        long[] totals = new long[ctx.Operations.Count];
+        foreach (Recorder r in ctx.Recorders)
+        {
+            for (int i = 0; i < totals.Length; i++) totals[i] += r.CountOf(i);
+        }
+
+        return totals;
+    }
+
+    private static void ShowPlain(StressContext ctx, List<Thread> threads)
+    {
+        long[] previous = Totals(ctx);
+        TimeSpan last = ctx.Clock.Elapsed;
+        while (threads.Any(t => t.IsAlive))
+        {
+            threads.First(t => t.IsAlive).Join(TimeSpan.FromSeconds(1));
+            TimeSpan now = ctx.Clock.Elapsed;
+            if (now - last < TimeSpan.FromSeconds(0.9))
+            {
+                continue; // a line covers about a second; the tail after the last full second shows in the summary
+            }
+
+            long[] current = Totals(ctx);
+            double seconds = (now - last).TotalSeconds;
+            string rates = string.Join(", ", ctx.Operations.Select((op, i) => $"{op.Name} {Report.Rate((current[i] - previous[i]) / seconds)}/s"));
+            ctx.Log.WriteLine($"[{now.TotalSeconds,5:F1}s] {rates}; violations {ctx.ViolationCount}");
+            previous = current;
+            last = now;
+        }
+    }
+
+    private static void ShowLive(StressContext ctx, List<Thread> threads)
+    {
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("operation").AddColumn(new TableColumn("ops/s").RightAligned()).AddColumn(new TableColumn("total").RightAligned());
+        foreach (OpKind op in ctx.Operations) table.AddRow(op.Name, "", "");
+        table.Caption("starting");
+        AnsiConsole.Live(table).Start(live =>
+        {
+            long[] previous = Totals(ctx);
+            TimeSpan last = ctx.Clock.Elapsed;
+            while (threads.Any(t => t.IsAlive))
+            {
+                threads.First(t => t.IsAlive).Join(TimeSpan.FromMilliseconds(500));
+                TimeSpan now = ctx.Clock.Elapsed;
+                long[] current = Totals(ctx);
+                double seconds = Math.Max(1e-3, (now - last).TotalSeconds);
+                for (int i = 0; i < current.Length; i++)
+                {
+                    table.UpdateCell(i, 1, Report.Rate((current[i] - previous[i]) / seconds));
+                    table.UpdateCell(i, 2, current[i].ToString("N0"));
+                }
+
+                long violations = ctx.ViolationCount;
+                table.Caption($"{now.TotalSeconds:F1}s of {ctx.Duration.TotalSeconds:F0}s, violations: {(violations == 0 ? "[green]0[/]" : $"[red]{violations}[/]")}");
+                live.Refresh();
+                previous = current;
+                last = now;
+            }
+        });
+    }
+}

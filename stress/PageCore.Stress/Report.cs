@@ -1,0 +1,139 @@
+using System.Runtime.InteropServices;
+using System.Text.Json;
+
+namespace PageCore.Stress;
+
+/// <summary>The end-of-run table and the JSON report.</summary>
+public static class Report
+{
+    /// <summary>A rate with an SI suffix.</summary>
+    public static string Rate(double perSecond) =>
+        perSecond >= 1e6 ? $"{perSecond / 1e6:F2}M" : perSecond >= 1e3 ? $"{perSecond / 1e3:F1}k" : $"{perSecond:F0}";
+
+    /// <summary>The processor's model name where the OS tells it (Linux), else the architecture.</summary>
+    public static string ProcessorName()
+    {
+        try
+        {
+            if (OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo"))
+            {
+                string? line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+                if (line is not null)
+                {
+                    return line[(line.IndexOf(':') + 1)..].Trim();
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+
+        return RuntimeInformation.ProcessArchitecture.ToString();
+    }
+
+    /// <summary>One line describing the machine.</summary>
+    public static string Machine() =>
+        $"{ProcessorName()}, {Environment.ProcessorCount} processors, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}";
+
+    /// <summary>Prints the per-operation table, fairness, counters and violations.</summary>
+    public static void Print(TextWriter w, StressContext ctx, StressResult result)
+    {
+        IReadOnlyList<Recorder> recorders = ctx.Recorders;
+        double seconds = Math.Max(1e-9, result.Elapsed.TotalSeconds);
+        w.WriteLine();
+        w.WriteLine($"{result.Scenario}{(result.Legacy ? " (legacy form)" : "")}: {seconds:F1}s, {ctx.Threads} workers, seed {ctx.Seed}");
+        w.WriteLine($"  {"operation",-20} {"ops",14} {"ops/s",9} {"CAS retry/op",12} {"slow path/op",12} {"lock spin/op",12} {"p50 ns",8} {"p99 ns",8} {"p99.9 ns",9} {"max ns",10}");
+        for (int i = 0; i < ctx.Operations.Count; i++)
+        {
+            OpKind op = ctx.Operations[i];
+            long ops = recorders.Sum(r => r.CountOf(i));
+            var latency = new LatencyHistogram();
+            foreach (Recorder r in recorders) latency.Add(r.Latency[i]);
+            string retries = PerOp(result.Statistics, op.Retries, ops);
+            string slow = PerOp(result.Statistics, op.SlowPaths, ops);
+            w.WriteLine($"  {op.Name,-20} {ops,14:N0} {Rate(ops / seconds),9} {retries,12} {slow,12} {"-",12} {Ns(latency, 0.5),8} {Ns(latency, 0.99),8} {Ns(latency, 0.999),9} {(latency.Count == 0 ? "-" : latency.Max.ToString("N0")),10}");
+        }
+
+        w.WriteLine($"  latencies: one operation in {Recorder.SampleEvery} timed; no lock is taken on any measured path (lock spins: none)");
+        w.WriteLine("  per thread (fairness): " + string.Join(", ", recorders.Select(r => $"{r.Name} {r.Total:N0}")));
+        long[] totals = recorders.Where(r => !r.Name.StartsWith("walker", StringComparison.Ordinal)).Select(r => r.Total).ToArray();
+        if (totals.Length > 1 && totals.Max() > 0)
+        {
+            w.WriteLine($"  slowest / fastest worker: {(double)totals.Min() / totals.Max():P0}");
+        }
+
+        w.WriteLine($"  arena counters: {result.Statistics}");
+        w.WriteLine($"  violations: {result.Violations:N0}" + (result.FirstViolationAt is { } first ? $", first after {first.TotalMilliseconds:F0} ms" : ""));
+        foreach (string v in ctx.Violations) w.WriteLine($"    {v}");
+        w.WriteLine("  final arena check:");
+        w.WriteLine("    " + result.FinalReport.Replace(Environment.NewLine, Environment.NewLine + "    ").TrimEnd());
+    }
+
+    /// <summary>Writes the figures as JSON, with the machine, the options and the seed.</summary>
+    public static void WriteJson(string path, StressContext ctx, StressResult result)
+    {
+        using FileStream file = File.Create(path);
+        using var w = new Utf8JsonWriter(file, new JsonWriterOptions { Indented = true });
+        IReadOnlyList<Recorder> recorders = ctx.Recorders;
+        double seconds = Math.Max(1e-9, result.Elapsed.TotalSeconds);
+        w.WriteStartObject();
+        w.WriteString("scenario", result.Scenario);
+        w.WriteBoolean("legacy", result.Legacy);
+        w.WriteStartObject("machine");
+        w.WriteString("processor", ProcessorName());
+        w.WriteNumber("processorCount", Environment.ProcessorCount);
+        w.WriteString("architecture", RuntimeInformation.ProcessArchitecture.ToString());
+        w.WriteString("os", RuntimeInformation.OSDescription);
+        w.WriteString("dotnet", RuntimeInformation.FrameworkDescription);
+        w.WriteEndObject();
+        w.WriteStartObject("options");
+        w.WriteNumber("threads", ctx.Threads);
+        w.WriteNumber("durationSeconds", ctx.Duration.TotalSeconds);
+        w.WriteNumber("seed", ctx.Seed);
+        w.WriteNumber("arenaPages", ctx.ArenaPages);
+        w.WriteBoolean("pin", ctx.Pin);
+        w.WriteEndObject();
+        w.WriteNumber("elapsedSeconds", seconds);
+        w.WriteStartArray("operations");
+        for (int i = 0; i < ctx.Operations.Count; i++)
+        {
+            OpKind op = ctx.Operations[i];
+            long ops = recorders.Sum(r => r.CountOf(i));
+            var latency = new LatencyHistogram();
+            foreach (Recorder r in recorders) latency.Add(r.Latency[i]);
+            w.WriteStartObject();
+            w.WriteString("name", op.Name);
+            w.WriteNumber("ops", ops);
+            w.WriteNumber("opsPerSecond", ops / seconds);
+            w.WriteNumber("casRetries", op.Retries.Sum(c => result.Statistics[c]));
+            w.WriteNumber("slowPathEntries", op.SlowPaths.Sum(c => result.Statistics[c]));
+            w.WriteNumber("lockSpins", 0);
+            w.WriteNumber("latencySamples", latency.Count);
+            w.WriteNumber("p50Ns", latency.Quantile(0.5));
+            w.WriteNumber("p99Ns", latency.Quantile(0.99));
+            w.WriteNumber("p999Ns", latency.Quantile(0.999));
+            w.WriteNumber("maxNs", latency.Max);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteStartObject("perThread");
+        foreach (Recorder r in recorders) w.WriteNumber(r.Name, r.Total);
+        w.WriteEndObject();
+        w.WriteStartObject("arenaCounters");
+        foreach ((string name, long value) in result.Statistics.ToDictionary()) w.WriteNumber(name, value);
+        w.WriteEndObject();
+        w.WriteNumber("violations", result.Violations);
+        if (result.FirstViolationAt is { } first) w.WriteNumber("firstViolationSeconds", first.TotalSeconds);
+        w.WriteStartArray("violationSamples");
+        foreach (string v in ctx.Violations) w.WriteStringValue(v);
+        w.WriteEndArray();
+        w.WriteString("finalReport", result.FinalReport);
+        w.WriteEndObject();
+    }
+
+    private static string PerOp(ArenaStatistics stats, ArenaCounter[] counters, long ops) =>
+        counters.Length == 0 || ops == 0 ? "-" : (counters.Sum(c => stats[c]) / (double)ops).ToString("F4");
+
+    private static string Ns(LatencyHistogram h, double q) => h.Count == 0 ? "-" : h.Quantile(q).ToString("N0");
+}

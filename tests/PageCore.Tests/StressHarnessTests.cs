@@ -1,0 +1,92 @@
+using PageCore.Stress;
+using PageCore.Stress.Scenarios;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PageCore.Tests;
+
+/// <summary>
+/// The stress executable's scenarios, run for a short bounded time: the fixed forms hold, the legacy form and a planted
+/// fault are caught (the checks are shown able to fail), and the command line answers bad arguments with exit 64.
+/// </summary>
+[Collection(StressCollection.Name)]
+public sealed class StressHarnessTests(ITestOutputHelper output)
+{
+    private const int TimeoutMs = 60_000;
+
+    public static TheoryData<string> ScenarioNames => new(ScenarioCatalog.All.Select(s => s.Name));
+
+    [Theory(Timeout = TimeoutMs)]
+    [MemberData(nameof(ScenarioNames))]
+    public async Task EachScenarioHoldsInItsFixedForm(string name)
+    {
+        int seed = TestSupport.Seed(output, $"stress {name}");
+        IScenario scenario = ScenarioCatalog.Find(name)!;
+        var ctx = new StressContext(2 * Environment.ProcessorCount, TimeSpan.FromSeconds(1), seed, 16384, legacy: false, pin: false, TextWriter.Null);
+        StressResult result = await Task.Run(() => scenario.Run(ctx));
+        output.WriteLine(string.Join(Environment.NewLine, ctx.Violations));
+        Assert.Equal(0, result.Violations);
+        Assert.True(ctx.Recorders.Sum(r => r.Total) > 0, "the scenario did no work");
+        Assert.Contains("no violations", result.FinalReport);
+    }
+
+    [Fact(Timeout = TimeoutMs)]
+    public async Task TheLegacyFormOfRuleOneIsCaught()
+    {
+        int seed = TestSupport.Seed(output, "speculative-walker --legacy");
+        var ctx = new StressContext(2 * Environment.ProcessorCount, TimeSpan.FromSeconds(5), seed, 16384, legacy: true, pin: false, TextWriter.Null);
+        StressResult result = await Task.Run(() => new SpeculativeWalkerScenario().Run(ctx));
+        output.WriteLine($"violations {result.Violations}, first after {result.FirstViolationAt}");
+        Assert.True(result.Violations > 0, "the historical set_page_count form was not caught");
+        Assert.NotNull(result.FirstViolationAt);
+    }
+
+    [Fact(Timeout = TimeoutMs)]
+    public async Task APlantedSkippedIncrementIsReported()
+    {
+        int seed = TestSupport.Seed(output, "planted fault");
+        var ctx = new StressContext(2, TimeSpan.FromSeconds(2), seed, 16384, legacy: false, pin: false, TextWriter.Null)
+        {
+            Fault = PlantedFault.SkipOneGet,
+        };
+        StressResult result = await Task.Run(() => new SpeculativeWalkerScenario().Run(ctx));
+        output.WriteLine(string.Join(Environment.NewLine, ctx.Violations));
+        Assert.True(result.Violations > 0, "a skipped refcount increment went unnoticed");
+    }
+
+    [Theory]
+    [InlineData("run", "no-such-scenario")]
+    [InlineData("run", "alloc-churn", "--duration", "ten")]
+    [InlineData("run", "alloc-churn", "--threads", "0")]
+    [InlineData("run", "alloc-churn", "--arena-pages", "1000")]
+    [InlineData("run", "alloc-churn", "--legacy")]
+    [InlineData("run", "alloc-churn", "--threads", "many")]
+    [InlineData("frobnicate")]
+    public void BadArgumentsExitWith64(params string[] args) => Assert.Equal(Program.BadArguments, Program.Main(args));
+
+    [Fact]
+    public void DurationsParse()
+    {
+        Assert.True(Program.TryParseDuration("500ms", out TimeSpan a));
+        Assert.Equal(TimeSpan.FromMilliseconds(500), a);
+        Assert.True(Program.TryParseDuration("10s", out TimeSpan b));
+        Assert.Equal(TimeSpan.FromSeconds(10), b);
+        Assert.True(Program.TryParseDuration("2m", out TimeSpan c));
+        Assert.Equal(TimeSpan.FromMinutes(2), c);
+        Assert.False(Program.TryParseDuration("-1s", out _));
+        Assert.False(Program.TryParseDuration("soon", out _));
+    }
+
+    [Fact]
+    public void HistogramQuantilesAreWithinTheirBucket()
+    {
+        var h = new LatencyHistogram();
+        for (int i = 1; i <= 10_000; i++) h.Record(i);
+        Assert.Equal(10_000, h.Count);
+        Assert.Equal(10_000, h.Max);
+        Assert.InRange(h.Quantile(0.5), 5_000, 5_000 * 1.04);
+        Assert.InRange(h.Quantile(0.99), 9_900, 9_900 * 1.04);
+        Assert.Equal(10_000, h.Quantile(1.0));
+        Assert.Equal(0, new LatencyHistogram().Quantile(0.5));
+    }
+}
