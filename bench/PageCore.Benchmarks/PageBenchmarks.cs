@@ -20,6 +20,8 @@ public unsafe class PageBenchmarks
     private PageArena _cached = null!;
     private PageArena _uncached = null!;
     private PagePool _pool = null!;
+    private PageArena _cachedNoStats = null!;
+    private PageArena _uncachedNoStats = null!;
     private Pfn _held;
     private int _counter;
     private int _speculative;
@@ -31,6 +33,8 @@ public unsafe class PageBenchmarks
         _cached = PageArena.Create(new PageArenaOptions { Pages = 1 << 18 });
         _uncached = PageArena.Create(new PageArenaOptions { Pages = 1 << 18, PerCpuCaches = false });
         _pool = _cached.CreatePagePool();
+        _cachedNoStats = PageArena.Create(new PageArenaOptions { Pages = 1 << 18, CollectStatistics = false });
+        _uncachedNoStats = PageArena.Create(new PageArenaOptions { Pages = 1 << 18, PerCpuCaches = false, CollectStatistics = false });
         _held = _cached.AllocPages(0);
         _counter = 1;
         _speculative = 1;
@@ -43,6 +47,8 @@ public unsafe class PageBenchmarks
         _cached.FreePages(_held, 0);
         _pool.Dispose();
         _cached.Dispose();
+        _cachedNoStats.Dispose();
+        _uncachedNoStats.Dispose();
         _uncached.Dispose();
     }
 
@@ -97,6 +103,28 @@ public unsafe class PageBenchmarks
     public uint Order0Uncached()
     {
         PageArena arena = _uncached;
+        Pfn p = arena.AllocPages(0);
+        arena.FreePages(p, 0);
+        return p.Value;
+    }
+
+    /// <summary>The thread-cache path with the contention counters off: their cost is the difference.</summary>
+    [Benchmark(Description = "PageCore order-0 alloc+free (thread caches, statistics off)")]
+    [BenchmarkCategory("alloc")]
+    public uint Order0CachedNoStats()
+    {
+        PageArena arena = _cachedNoStats;
+        Pfn p = arena.AllocPages(0);
+        arena.FreePages(p, 0);
+        return p.Value;
+    }
+
+    /// <summary>The shared allocator alone with the contention counters off.</summary>
+    [Benchmark(Description = "PageCore order-0 alloc+free (caches off, statistics off)")]
+    [BenchmarkCategory("alloc")]
+    public uint Order0UncachedNoStats()
+    {
+        PageArena arena = _uncachedNoStats;
         Pfn p = arena.AllocPages(0);
         arena.FreePages(p, 0);
         return p.Value;
