@@ -195,7 +195,12 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <summary>The shared allocator's path (orders above 3, caches off, or caches exhausted), with reclaim on failure.</summary>
     private uint AllocFromCore(int order)
     {
-        _counters?.Add(ArenaCounter.CoreAllocs);
+        if (_caches is not null)
+        {
+            // A slow-path entry only where there is a fast path: with caches off every allocation comes here.
+            _counters?.Add(ArenaCounter.CoreAllocs);
+        }
+
         if (_core.TryAlloc(order, out uint p) || TryAllocAfterReclaim(order, out p))
         {
             PrepNewPage(p, order);
@@ -555,7 +560,11 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <summary>Gives a block whose descriptor is clean to the shared allocator.</summary>
     private void FreeToCore(uint p, int order)
     {
-        _counters?.Add(ArenaCounter.CoreFrees);
+        if (_caches is not null)
+        {
+            _counters?.Add(ArenaCounter.CoreFrees);
+        }
+
         if (!_core.TryFree(p, order))
         {
             ThrowCoreFreeFailed(p, order);

@@ -18,6 +18,38 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
 
     [Theory(Timeout = TimeoutMs)]
     [MemberData(nameof(ScenarioNames))]
+    public async Task EachScenarioRunsFromTheCommandLineAndExitsZero(string name)
+    {
+        int seed = TestSupport.Seed(output, $"pagecore-stress run {name}");
+        string json = Path.Combine(Path.GetTempPath(), $"pagecore-{name}-{Environment.ProcessId}.json");
+        try
+        {
+            int exit = await Task.Run(() => Program.Main(["run", name, "--duration", "1s", "--threads", "4", "--arena-pages", "16384", "--seed", seed.ToString(), "--json", json]));
+            Assert.Equal(Program.Pass, exit);
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+            Assert.Equal(name, doc.RootElement.GetProperty("scenario").GetString());
+            Assert.Equal(seed, doc.RootElement.GetProperty("options").GetProperty("seed").GetInt32());
+            Assert.Equal(0, doc.RootElement.GetProperty("violations").GetInt64());
+            Assert.True(doc.RootElement.GetProperty("operations")[0].GetProperty("ops").GetInt64() > 0);
+            Assert.True(doc.RootElement.GetProperty("machine").GetProperty("processorCount").GetInt32() > 0);
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+
+    [Fact(Timeout = TimeoutMs)]
+    public async Task ListAndTheRaceLabBehave()
+    {
+        Assert.Equal(Program.Pass, Program.Main(["list"]));
+        int seed = TestSupport.Seed(output, "race-lab");
+        int exit = await Task.Run(() => Program.Main(["race-lab", "--duration-per-scenario", "2s", "--arena-pages", "16384", "--seed", seed.ToString()]));
+        Assert.Equal(Program.Pass, exit);
+    }
+
+    [Theory(Timeout = TimeoutMs)]
+    [MemberData(nameof(ScenarioNames))]
     public async Task EachScenarioHoldsInItsFixedForm(string name)
     {
         int seed = TestSupport.Seed(output, $"stress {name}");

@@ -18,10 +18,13 @@ public enum ArenaCounter
     /// <summary>A <c>get_page_unless_zero</c> CAS that lost to a concurrent get or put and was retried.</summary>
     SpeculativeGetRetries,
 
-    /// <summary>Allocations that went to the shared allocator (slow-path entries: caches off, orders above 3, or a refill miss).</summary>
+    /// <summary>
+    /// Allocations that went to the shared allocator (slow-path entries: orders above 3, or a cache refill). Not counted
+    /// when the arena has no caches: there every allocation goes there, and counting would cost on the only path.
+    /// </summary>
     CoreAllocs,
 
-    /// <summary>Blocks given back to the shared allocator (frees of orders above 3 or with caches off, spills, drains).</summary>
+    /// <summary>Blocks given back to the shared allocator (frees of orders above 3, spills, drains); not counted without caches.</summary>
     CoreFrees,
 
     /// <summary>Magazine refills (slow-path entries of a cached allocation).</summary>
