@@ -1,5 +1,5 @@
 using System.Collections.Concurrent;
-using System.Runtime.InteropServices;
+using PageCore.Stress.Scenarios;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -380,30 +380,13 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
         return r < 60 ? 0 : r < 75 ? 1 : r < 85 ? rng.Next(2, 4) : r < 97 ? rng.Next(4, Math.Min(9, maxOrder + 1)) : rng.Next(9, maxOrder + 1);
     }
 
-    private readonly record struct Block(Pfn Pfn, int Order, long Stamp);
-
-    private static void Stamp(PageArena arena, Block b)
-    {
-        Span<byte> span = arena.GetSpan(b.Pfn, b.Order);
-        for (int page = 0; page < 1 << b.Order; page++)
-        {
-            Span<long> words = MemoryMarshal.Cast<byte, long>(span.Slice(page * arena.PageSize, arena.PageSize));
-            words[0] = b.Stamp;
-            words[^1] = ~b.Stamp;
-        }
-    }
+    private static void Stamp(PageArena arena, Block b) => Blocks.Stamp(arena, b);
 
     private static void CheckAndFree(PageArena arena, Block b, ConcurrentQueue<string> errors)
     {
-        Span<byte> span = arena.GetSpan(b.Pfn, b.Order);
-        for (int page = 0; page < 1 << b.Order; page++)
+        if (Blocks.FindDamage(arena, b) is { } page)
         {
-            Span<long> words = MemoryMarshal.Cast<byte, long>(span.Slice(page * arena.PageSize, arena.PageSize));
-            if (words[0] != b.Stamp || words[^1] != ~b.Stamp)
-            {
-                errors.Enqueue($"{b.Pfn + (uint)page} (block {b.Pfn} order {b.Order}): stamp {words[0]:x}/{~words[^1]:x}, expected {b.Stamp:x}: two owners overlapped");
-                break;
-            }
+            errors.Enqueue($"{page} (block {b.Pfn} order {b.Order}): stamp overwritten, expected {b.Stamp:x}: two owners overlapped");
         }
 
         arena.FreePages(b.Pfn, b.Order);

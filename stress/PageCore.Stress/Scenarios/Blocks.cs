@@ -37,8 +37,8 @@ public static class Blocks
         }
     }
 
-    /// <summary>Checks the stamp (two owners of one page would have overwritten it); reports a violation if not.</summary>
-    public static void Check(StressContext ctx, PageArena arena, Block b)
+    /// <summary>The first page of the block whose stamp was overwritten (two owners of one page), or null.</summary>
+    public static Pfn? FindDamage(PageArena arena, Block b)
     {
         Span<byte> span = arena.GetSpan(b.Pfn, b.Order);
         for (int page = 0; page < 1 << b.Order; page++)
@@ -46,9 +46,19 @@ public static class Blocks
             Span<long> words = MemoryMarshal.Cast<byte, long>(span.Slice(page * arena.PageSize, arena.PageSize));
             if (words[0] != b.Stamp || words[^1] != ~b.Stamp)
             {
-                ctx.Violation($"stamp overwritten in page {b.Pfn + (uint)page} of block {b.Pfn} order {b.Order}: {words[0]:x}, expected {b.Stamp:x}: two owners of one page", b.Pfn + (uint)page);
-                return;
+                return b.Pfn + (uint)page;
             }
+        }
+
+        return null;
+    }
+
+    /// <summary>Checks the stamp; reports a violation if another owner overwrote it.</summary>
+    public static void Check(StressContext ctx, PageArena arena, Block b)
+    {
+        if (FindDamage(arena, b) is { } page)
+        {
+            ctx.Violation($"stamp overwritten in page {page} of block {b.Pfn} order {b.Order}, expected {b.Stamp:x}: two owners of one page", page);
         }
     }
 
