@@ -70,7 +70,7 @@ public sealed unsafe partial class PageArena
 
                 if (d.RefCount != 0)
                 {
-                    Violation($"pfn 0x{i:x}: refcount {d.RefCount} on a page that is not a block head. {Dump((uint)i)}");
+                    Violation($"pfn 0x{i:x}: refcount {d.RefCount} on a page that is not a block head (a tail's count must be 0). {Dump((uint)i)}");
                 }
 
                 continue;
@@ -93,6 +93,8 @@ public sealed unsafe partial class PageArena
                 frozen++;
             }
 
+            bool compound = (flags & (uint)PageFlags.CompoundHead) != 0;
+            ulong link = ((ulong)i << 1) | 1;
             for (long p = i; p < i + (1L << order); p++)
             {
                 if (owner[p] != Unseen)
@@ -101,6 +103,10 @@ public sealed unsafe partial class PageArena
                 }
 
                 owner[p] = Allocated;
+                if (p != i && compound && _desc[p].CompoundInfo != link)
+                {
+                    Violation($"pfn 0x{p:x}: a tail of the folio at pfn 0x{i:x} does not point at its head. {Dump((uint)p)}");
+                }
             }
 
             allocatedPages += 1L << order;
@@ -201,13 +207,32 @@ public sealed unsafe partial class PageArena
             }
         }
 
-        // 4. Accounting: each page exactly once.
+        // 4. Compound links: a page links to a head only as a tail of that allocated folio.
+        for (long i = 0; i < n; i++)
+        {
+            ulong info = _desc[i].CompoundInfo;
+            if (info == 0)
+            {
+                continue;
+            }
+
+            long h = (long)(info >> 1);
+            bool linked = (info & 1) != 0 && h < i && h < n
+                && (_desc[h].Flags & (uint)(PageFlags.AllocatedHead | PageFlags.CompoundHead)) == (uint)(PageFlags.AllocatedHead | PageFlags.CompoundHead)
+                && i < h + (1L << _desc[h].Order);
+            if (!linked)
+            {
+                Violation($"pfn 0x{i:x}: a compound link to pfn 0x{h:x}, which is not the head of an allocated folio containing it. {Dump((uint)i)}");
+            }
+        }
+
+        // 5. Accounting: each page exactly once.
         if (freePages + cachedPages + allocatedPages != n)
         {
             Violation($"accounting: free {freePages} + cached {cachedPages} + allocated {allocatedPages} != {n} pages.");
         }
 
-        // 5. The free space as maximal naturally aligned blocks (buddyinfo).
+        // 6. The free space as maximal naturally aligned blocks (buddyinfo).
         long[] byOrder = new long[_maxOrder + 1];
         for (long p = 0; p < n;)
         {

@@ -92,9 +92,11 @@ public sealed unsafe partial class PageArena
     }
 
     /// <summary>
-    /// <c>get_page_unless_zero</c>: takes a reference only if the page is live (refcount &gt; 0). Never revives a free or
-    /// frozen page. Any thread may call it on any PFN at any moment; after it succeeds the caller must recheck that the
-    /// page is still what it wanted (rule 2) and <see cref="PutPage"/> it if not.
+    /// <c>get_page_unless_zero</c>: takes a reference on this page only if its own count is live (&gt; 0). Never revives a
+    /// free or frozen page, and never succeeds on a tail page of a compound page, whose count is 0 at all times (rule 2,
+    /// the fix of seed 002): use <see cref="TryGetFolioSpeculative"/> to take a reference on the folio containing a PFN.
+    /// Any thread may call it on any PFN at any moment; after it succeeds the caller must recheck that the page is still
+    /// what it wanted and <see cref="PutPage"/> it if not.
     /// </summary>
     /// <param name="pfn">Any page of the arena.</param>
     /// <returns>True when a reference was taken.</returns>
@@ -103,7 +105,8 @@ public sealed unsafe partial class PageArena
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetPageUnlessZero(Pfn pfn)
     {
-        ref PageDescriptor d = ref HeadOf(pfn.Value, out uint p);
+        uint p = pfn.Value;
+        ref PageDescriptor d = ref Descriptor(p);
         RefGet r = PageRef.TryGetUnlessZero(ref d, out int retries);
         if (retries != 0)
         {
@@ -121,6 +124,77 @@ public sealed unsafe partial class PageArena
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// The speculative get of the folio containing any PFN (<c>folio_try_get</c> after <c>page_folio</c>, as GUP-fast and
+    /// PFN walkers do it): read the page's head, add-unless-zero on the head, then recheck that the page still belongs
+    /// to that head; if it does not (the folio was split or freed and reused meanwhile), put the head and retry.
+    /// </summary>
+    /// <param name="pfn">Any page of the arena.</param>
+    /// <param name="head">The head of the folio that was referenced (the page itself when it is not a tail).</param>
+    /// <returns>True with a reference on <paramref name="head"/>; false when the page is free or frozen right now.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    public bool TryGetFolioSpeculative(Pfn pfn, out Pfn head)
+    {
+        uint p = pfn.Value;
+        ref PageDescriptor page = ref Descriptor(p);
+        for (int attempt = 0; attempt < 64; attempt++)
+        {
+            // 1. page_folio(): no reference held, so this may race with a split; it is only a guess.
+            uint h = HeadPfnOf(ref page, p);
+
+            // 2. folio_try_get(): add-unless-zero on the head. A success is a full fence.
+            RefGet r = PageRef.TryGetUnlessZero(ref _desc[h], out int retries);
+            if (retries != 0)
+            {
+                _counters?.Add(ArenaCounter.SpeculativeGetRetries, retries);
+            }
+
+            if (r != RefGet.Taken)
+            {
+                if (r == RefGet.Overflow)
+                {
+                    ThrowGetFailed(h, r, "folio_try_get");
+                }
+
+                // The head was free or frozen. If the page no longer points at it (a split finished), try again.
+                if (HeadPfnOf(ref page, p) != h)
+                {
+                    continue;
+                }
+
+                head = default;
+                return false;
+            }
+
+            // 3. The recheck (rule 2): does the page still belong to the folio we hold? A split clears tail links
+            // before it unfreezes any piece, and unfreezes the old head last, so after a successful get the links read
+            // here are current.
+            bool sameFolio = HeadPfnOf(ref page, p) == h;
+            if (sameFolio && (_desc[h].Flags & (uint)PageFlags.AllocatedHead) != 0)
+            {
+                head = new Pfn(h);
+                return true;
+            }
+
+            PutPage(new Pfn(h)); // not what we wanted: drop it (this put may free the folio)
+            if (sameFolio)
+            {
+                break; // the page is in no allocated folio (it sits free in a per-CPU cache): a miss
+            }
+        }
+
+        head = default;
+        return false;
+    }
+
+    /// <summary>The head PFN a page's compound link names right now (<c>compound_head</c>, read with acquire).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint HeadPfnOf(ref PageDescriptor page, uint p)
+    {
+        ulong info = Volatile.Read(ref page.CompoundInfo);
+        return (info & 1) != 0 ? (uint)(info >> 1) : p;
     }
 
     /// <summary>

@@ -261,7 +261,8 @@ public sealed unsafe partial class PageArena : IDisposable
         // outside 0..MaxOrder and a misaligned PFN (ThrowBadFree tells which).
         if (d.Flags != (uint)PageFlags.AllocatedHead || d.Order != order)
         {
-            ThrowBadFree(p, order);
+            FreeFolioOrThrow(p, order);
+            return;
         }
 
         PageCaches? caches = _caches;
@@ -309,6 +310,31 @@ public sealed unsafe partial class PageArena : IDisposable
         }
 
         FreeSharedBlock(p, order);
+    }
+
+    /// <summary>
+    /// <c>__free_pages</c> on a compound page is <c>folio_put</c>: the last reference, whoever drops it, frees the whole
+    /// folio (its tails are never handed out on their own). Anything else that is not an allocated head of that order
+    /// is a misuse report.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeFolioOrThrow(uint p, int order)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        if (d.Flags != (uint)(PageFlags.AllocatedHead | PageFlags.CompoundHead) || d.Order != order)
+        {
+            ThrowBadFree(p, order);
+        }
+
+        switch (PageRef.PutTestZero(ref d))
+        {
+            case RefPut.Zero:
+                FreeBlock(p, order);
+                break;
+            case RefPut.Underflow:
+                ThrowBug(p, "__free_pages", "refcount is 0: the folio is frozen, or a concurrent put raced this free");
+                break;
+        }
     }
 
     /// <summary>
@@ -538,6 +564,11 @@ public sealed unsafe partial class PageArena : IDisposable
     private void FreeBlock(uint p, int order)
     {
         ref PageDescriptor d = ref _desc[p];
+        if ((d.Flags & (uint)PageFlags.CompoundHead) != 0)
+        {
+            ClearCompoundTails(p, order);
+        }
+
         d.Flags = 0;
         d.Order = 0;
         if (_checked)

@@ -224,14 +224,16 @@ public sealed class RefcountTests
         Assert.Equal(2, arena.RefCount(head));
         Assert.Equal(2, arena.RefCount(tail));
         Assert.Equal(0, arena.DescriptorOf(tail).RefCount);
-        Assert.True(arena.TryGetPageUnlessZero(tail));
+        Assert.False(arena.TryGetPageUnlessZero(tail)); // get_page_unless_zero never succeeds on a tail (seed 002)
+        Assert.True(arena.TryGetFolioSpeculative(tail, out Pfn folio));
+        Assert.Equal(head, folio);
         Assert.Equal(3, arena.RefCount(head));
         Assert.False(arena.PutPage(tail));
         Assert.False(arena.PutPage(tail));
         Assert.Equal(1, arena.RefCount(head));
         Assert.Equal(0, arena.DescriptorOf(tail).RefCount);
         Assert.True(arena.FreezeRefs(tail, 1));
-        Assert.False(arena.TryGetPageUnlessZero(tail));
+        Assert.False(arena.TryGetFolioSpeculative(tail, out _));
         arena.UnfreezeRefs(tail, 1);
 
         arena.DescriptorOf(tail).CompoundInfo = 0;

@@ -228,6 +228,36 @@ internal sealed unsafe class FrameAllocator : IDisposable
     /// <returns>False, with nothing changed, when the block is not a huge block in use.</returns>
     public bool TryReleaseHugeExceptHead(uint pfn, int order) => TryFreeHuge(pfn, order, keepHead: true);
 
+    /// <summary>
+    /// Turns a huge block's chunks into ordinary chunks whose bits are all set (every page still in use), so that pieces
+    /// smaller than a chunk can be freed one by one: the allocator side of splitting an order-9+ folio.
+    /// </summary>
+    /// <remarks>
+    /// Keeps A1/A4. A huge chunk's bits are clear, except for an instant when a small claimer that read the chunk as
+    /// <see cref="Normal"/> set a bit before its handshake saw <see cref="Huge"/>; that claimer clears its bit again at
+    /// once. Each word is filled with a CAS from 0, waiting those few instructions out, so no claimer's clear can land on
+    /// a word this call filled. Then the status goes back to <see cref="Normal"/> with a release store (the owner's).
+    /// </remarks>
+    public void ConvertHugeToBits(uint pfn, int order)
+    {
+        int first = (int)(pfn >> ChunkShift);
+        int span = 1 << (order - ChunkShift);
+        for (int c = first; c < first + span; c++)
+        {
+            ulong* w = _bits + ((long)c * WordsPerChunk);
+            for (int i = 0; i < WordsPerChunk; i++)
+            {
+                var spin = new SpinWait();
+                while (Interlocked.CompareExchange(ref w[i], ulong.MaxValue, 0UL) != 0UL)
+                {
+                    spin.SpinOnce(sleep1Threshold: -1);
+                }
+            }
+
+            Volatile.Write(ref _status[c], Normal);
+        }
+    }
+
     /// <inheritdoc />
     public void Dispose()
     {
