@@ -1,0 +1,327 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PageCore.Arena;
+
+namespace PageCore;
+
+/// <summary>
+/// Epoch-based reclamation, the RCU of user space: read-side sections that lockless walkers enter and leave,
+/// <see cref="Synchronize()"/> that waits until every reader that started before it has left (a grace period), and
+/// deferred frees run after a grace period (<c>call_rcu</c>, <c>tlb_remove_table</c>).
+/// </summary>
+/// <remarks>
+/// <para><b>Readers.</b> Each thread owns a slot padded to its own cache line. <see cref="Enter"/> announces the current
+/// global epoch in the slot with <see cref="Interlocked.Exchange(ref long, long)"/>: a full fence, so the announce is
+/// visible before any load the reader makes inside the section (a plain store could be reordered after those loads even
+/// on x64, the use-after-free that Garnet's LightEpoch fix #2015 closed). <see cref="EpochGuard.Dispose"/> clears the
+/// slot with a release store, ordering every load of the section before it. Sections nest; only the outermost touches
+/// the slot.</para>
+/// <para><b>Grace periods.</b> <see cref="Synchronize()"/> advances the global epoch with a full-fence increment to
+/// <c>e</c>, then waits until no slot holds an epoch below <c>e</c>. Whatever was unlinked before the call is then
+/// unreachable: a reader that announced before the increment is waited for, and one that announces after it runs its
+/// loads after the unlink.</para>
+/// <para><b>Threads that exit or never return.</b> A slot whose owner thread has exited is treated as quiescent (its
+/// epoch is cleared by the next grace period that meets it), so a thread that dies, even inside a section, blocks
+/// nothing. A thread that stays alive inside a section (blocked, or leaking a guard) holds every later grace period:
+/// <see cref="Synchronize(TimeSpan)"/> then returns false after its timeout, and deferred frees simply stay queued;
+/// memory is held back, never freed early. Calling <see cref="Synchronize()"/> from inside a section of the same
+/// domain would wait for itself and is refused.</para>
+/// </remarks>
+public sealed class EpochDomain : IDisposable
+{
+    private const int SlotSize = CacheLine.PaddedSize;
+
+    [ThreadStatic] private static ThreadState? t_state;
+
+    private readonly Slot[] _slots;
+    private readonly Thread?[] _owners;
+    private readonly ConcurrentQueue<Deferred> _deferred = new();
+    private PaddedEpoch _epoch;
+    private int _pendingSinceReclaim;
+
+    /// <summary>Creates a domain with room for <paramref name="maxThreads"/> reader threads at a time.</summary>
+    /// <param name="maxThreads">Slots (threads that may be registered at once), 1..65536. Default 1024.</param>
+    public EpochDomain(int maxThreads = 1024)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxThreads, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(maxThreads, 65536);
+        _slots = GC.AllocateArray<Slot>(maxThreads, pinned: true);
+        _owners = new Thread?[maxThreads];
+        _epoch.Value = 1;
+    }
+
+    /// <summary>The current global epoch (starts at 1; advanced by every grace period and deferral).</summary>
+    public long CurrentEpoch => Volatile.Read(ref _epoch.Value);
+
+    /// <summary>Deferred frees not yet run.</summary>
+    public int PendingDeferred => _deferred.Count;
+
+    /// <summary>
+    /// <c>rcu_read_lock</c>: enters a read-side section; dispose the guard to leave it (<c>rcu_read_unlock</c>). Memory
+    /// unlinked after the section started is not reclaimed until it ends.
+    /// </summary>
+    /// <returns>The guard; dispose it on the same thread.</returns>
+    /// <exception cref="InvalidOperationException">More threads than slots are inside this domain.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public EpochGuard Enter()
+    {
+        ThreadState? s = t_state;
+        if (s is null || s.Domain != this)
+        {
+            s = Register();
+        }
+
+        if (s.Depth++ == 0)
+        {
+            // The announce: a full fence, so it is visible before any load of the section (see the remarks).
+            Interlocked.Exchange(ref _slots[s.Slot].Epoch, Volatile.Read(ref _epoch.Value));
+        }
+
+        return new EpochGuard(this, s);
+    }
+
+    /// <summary>Whether the calling thread is inside a section of this domain.</summary>
+    public bool InSection => t_state is { } s && s.Domain == this && s.Depth > 0;
+
+    /// <summary>
+    /// <c>synchronize_rcu</c>: returns after every reader that was inside a section when it was called has left.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Called from inside a section of this domain.</exception>
+    public void Synchronize() => Synchronize(Timeout.InfiniteTimeSpan);
+
+    /// <summary><see cref="Synchronize()"/> that gives up after <paramref name="timeout"/> (a reader stuck inside a section).</summary>
+    /// <param name="timeout">How long to wait, or <see cref="Timeout.InfiniteTimeSpan"/>.</param>
+    /// <returns>True when the grace period completed; false on timeout (nothing was reclaimed early).</returns>
+    public bool Synchronize(TimeSpan timeout)
+    {
+        if (InSection)
+        {
+            throw new InvalidOperationException("PageCore: Synchronize was called inside a read-side section of the same domain; it would wait for itself.");
+        }
+
+        long target = Interlocked.Increment(ref _epoch.Value);
+        return WaitForReadersBefore(target, timeout);
+    }
+
+    /// <summary>
+    /// <c>call_rcu</c>: runs <paramref name="callback"/> after a grace period that starts now, on whichever thread next
+    /// reclaims (<see cref="Reclaim"/>, <see cref="Barrier"/>, or a later deferral that finds the queue long).
+    /// </summary>
+    /// <param name="callback">What to run once no reader can still see the object.</param>
+    /// <param name="state">Passed to <paramref name="callback"/>.</param>
+    public void Defer(Action<object?> callback, object? state)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        Enqueue(new Deferred(Interlocked.Increment(ref _epoch.Value), callback, state, null, 0, 0));
+    }
+
+    /// <summary>
+    /// Frees a block after a grace period (<c>tlb_remove_table</c> / <c>pte_free_defer</c>): <see cref="PageArena.FreePages"/>
+    /// of <paramref name="pfn"/> at <paramref name="order"/>, once no reader that could still reach it remains.
+    /// </summary>
+    /// <param name="arena">The arena that owns the block.</param>
+    /// <param name="pfn">The block's head; the caller's reference is handed over.</param>
+    /// <param name="order">The block's order.</param>
+    public void DeferFree(PageArena arena, Pfn pfn, int order)
+    {
+        ArgumentNullException.ThrowIfNull(arena);
+        Enqueue(new Deferred(Interlocked.Increment(ref _epoch.Value), null, null, arena, pfn.Value, order));
+    }
+
+    /// <summary>Runs every deferred item whose grace period has completed, without waiting; returns how many ran.</summary>
+    public int Reclaim()
+    {
+        long safe = OldestActiveEpoch();
+        int ran = 0;
+        while (_deferred.TryPeek(out Deferred d) && d.Tag <= safe)
+        {
+            if (_deferred.TryDequeue(out d))
+            {
+                d.Run();
+                ran++;
+            }
+        }
+
+        return ran;
+    }
+
+    /// <summary><c>rcu_barrier</c>: waits for a grace period, then runs every deferred item queued before the call.</summary>
+    /// <exception cref="InvalidOperationException">Called from inside a section of this domain.</exception>
+    public void Barrier()
+    {
+        Synchronize();
+        Reclaim();
+    }
+
+    /// <summary>Runs every pending deferred item after a grace period.</summary>
+    public void Dispose() => Barrier();
+
+    internal void Exit(ThreadState s)
+    {
+        if (--s.Depth == 0)
+        {
+            // rcu_read_unlock: a release store, so every load of the section completes before the slot reads empty.
+            Volatile.Write(ref _slots[s.Slot].Epoch, 0L);
+        }
+        else if (s.Depth < 0)
+        {
+            s.Depth = 0;
+            throw new InvalidOperationException("PageCore: an epoch guard was disposed twice or on another thread.");
+        }
+    }
+
+    private void Enqueue(Deferred d)
+    {
+        _deferred.Enqueue(d);
+        if (Interlocked.Increment(ref _pendingSinceReclaim) >= 64 && !InSection)
+        {
+            Volatile.Write(ref _pendingSinceReclaim, 0);
+            Reclaim();
+        }
+    }
+
+    /// <summary>The smallest epoch any live reader announced, or <see cref="long.MaxValue"/> with no reader inside.</summary>
+    private long OldestActiveEpoch()
+    {
+        // A full fence before the scan: whatever the deferring threads unlinked before queueing is ordered before these
+        // slot reads, so a reader whose slot still reads 0 here can only announce later and then load after the unlink.
+        Interlocked.MemoryBarrier();
+        long min = long.MaxValue;
+        for (int i = 0; i < _slots.Length; i++)
+        {
+            long e = Volatile.Read(ref _slots[i].Epoch);
+            if (e != 0 && e < min && OwnerAlive(i))
+            {
+                min = e;
+            }
+        }
+
+        // Items tagged t are safe once every active reader announced an epoch >= t (it started after the deferral).
+        return min == long.MaxValue ? long.MaxValue : min;
+    }
+
+    private bool WaitForReadersBefore(long target, TimeSpan timeout)
+    {
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        for (int i = 0; i < _slots.Length; i++)
+        {
+            var spin = new SpinWait();
+            while (true)
+            {
+                long e = Volatile.Read(ref _slots[i].Epoch);
+                if (e == 0 || e >= target)
+                {
+                    break;
+                }
+
+                if (!OwnerAlive(i))
+                {
+                    // The reader's thread exited (possibly inside a section): it can read nothing any more.
+                    Interlocked.CompareExchange(ref _slots[i].Epoch, 0L, e);
+                    break;
+                }
+
+                if (Environment.TickCount64 > deadline)
+                {
+                    return false;
+                }
+
+                spin.SpinOnce();
+            }
+        }
+
+        return true;
+    }
+
+    private bool OwnerAlive(int slot) => Volatile.Read(ref _owners[slot]) is not { IsAlive: false };
+
+    private ThreadState Register()
+    {
+        for (ThreadState? s = t_state; s is not null; s = s.Next)
+        {
+            if (s.Domain == this)
+            {
+                return s;
+            }
+        }
+
+        Thread me = Thread.CurrentThread;
+        for (int i = 0; i < _owners.Length; i++)
+        {
+            Thread? owner = Volatile.Read(ref _owners[i]);
+            if ((owner is null || !owner.IsAlive) && Interlocked.CompareExchange(ref _owners[i], me, owner) == owner)
+            {
+                Volatile.Write(ref _slots[i].Epoch, 0L);
+                var created = new ThreadState(this, i) { Next = t_state };
+                t_state = created;
+                return created;
+            }
+        }
+
+        throw new InvalidOperationException($"PageCore: more than {_slots.Length} threads use this epoch domain at once; create it with a larger maxThreads.");
+    }
+
+    /// <summary>One reader slot, alone on its cache line.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = SlotSize)]
+    private struct Slot
+    {
+        /// <summary>0 outside a section; else the global epoch announced on entry. Written by its owner (exchange to
+        /// announce, release store to leave) and by a grace period clearing the slot of an exited thread (CAS).</summary>
+        [FieldOffset(0)] public long Epoch;
+    }
+
+    /// <summary>The global epoch, padded.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 3 * CacheLine.PaddedSize)]
+    private struct PaddedEpoch
+    {
+        [FieldOffset(CacheLine.PaddedSize)] public long Value;
+    }
+
+    /// <summary>A thread's registration with one domain.</summary>
+    internal sealed class ThreadState(EpochDomain domain, int slot)
+    {
+        public readonly EpochDomain Domain = domain;
+        public readonly int Slot = slot;
+        public int Depth;
+        public ThreadState? Next;
+    }
+
+    private readonly record struct Deferred(long Tag, Action<object?>? Callback, object? State, PageArena? Arena, uint Pfn, int Order)
+    {
+        public void Run()
+        {
+            if (Callback is not null)
+            {
+                Callback(State);
+            }
+            else
+            {
+                Arena!.FreePages(new Pfn(Pfn), Order);
+            }
+        }
+    }
+}
+
+/// <summary>A read-side section of an <see cref="EpochDomain"/>; dispose it to leave (<c>rcu_read_unlock</c>).</summary>
+public readonly struct EpochGuard : IDisposable
+{
+    private readonly EpochDomain? _domain;
+    private readonly EpochDomain.ThreadState? _state;
+
+    internal EpochGuard(EpochDomain domain, EpochDomain.ThreadState state)
+    {
+        _domain = domain;
+        _state = state;
+    }
+
+    /// <summary>Leaves the section (the outermost one clears the thread's slot with a release store).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Dispose()
+    {
+        if (_state is not null)
+        {
+            _domain!.Exit(_state);
+        }
+    }
+}
