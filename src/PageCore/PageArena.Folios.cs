@@ -4,7 +4,7 @@ using PageCore.Descriptors;
 
 namespace PageCore;
 
-/// <summary>The outcome of <see cref="PageArena.SplitFolio"/>.</summary>
+/// <summary>The outcome of <see cref="PageArena.SplitFolio(Pfn, int, int)"/>.</summary>
 public enum SplitResult
 {
     /// <summary>The folio was split; every piece holds the references the folio held.</summary>
@@ -88,7 +88,13 @@ public sealed unsafe partial class PageArena
     /// <returns><see cref="SplitResult.Done"/>, or <see cref="SplitResult.Busy"/> when someone else holds a reference.</returns>
     /// <exception cref="ArgumentOutOfRangeException">The PFN, order or count is out of range.</exception>
     /// <exception cref="PageBugException">The page is not the head of an allocated folio; nothing changed.</exception>
-    public SplitResult SplitFolio(Pfn head, int newOrder, int expectedRefs = 1)
+    public SplitResult SplitFolio(Pfn head, int newOrder, int expectedRefs = 1) => SplitFolio(head, newOrder, expectedRefs, null);
+
+    /// <summary>
+    /// <see cref="SplitFolio(Pfn, int, int)"/> with a step run for each new piece after it was unfrozen and before the
+    /// old head is (the page cache stores each piece in its slots there, as <c>__split_unmapped_folio</c> does).
+    /// </summary>
+    internal SplitResult SplitFolio(Pfn head, int newOrder, int expectedRefs, Action<Pfn>? afterPieceUnfrozen)
     {
         uint h = head.Value;
         ref PageDescriptor d = ref Descriptor(h);
@@ -150,6 +156,7 @@ public sealed unsafe partial class PageArena
         for (uint p = h + pieceSize; p < end; p += pieceSize)
         {
             PageRef.Unfreeze(ref _desc[p], expectedRefs);
+            afterPieceUnfrozen?.Invoke(new Pfn(p));
         }
 
         PageRef.Unfreeze(ref d, expectedRefs);
