@@ -29,7 +29,7 @@ public static class Harness
         {
             (string name, Action<Recorder, CancellationToken> body) = background[i];
             int index = workers.Count + i;
-            helpers.Add(new Thread(() => Guard(ctx, name, () => body(ctx.Enlist(name, index), stop.Token))) { Name = name, IsBackground = true });
+            helpers.Add(new Thread(() => Guard(ctx, name, () => body(ctx.Enlist(name, index, background: true), stop.Token))) { Name = name, IsBackground = true });
         }
 
         foreach (Thread t in threads.Concat(helpers)) t.Start();
@@ -83,7 +83,7 @@ public static class Harness
 
         ArenaStatistics stats = arena.Statistics;
         arena.Dispose(force: true);
-        return new StressResult(scenario, ctx.Legacy, elapsed, ctx.ViolationCount, ctx.FirstViolationAt, stats, final);
+        return new StressResult(scenario, ctx.Legacy, elapsed, ctx.ViolationCount, ctx.FirstViolationAt, stats, final, Monitor.LockContentionCount - ctx.LockContentionAtStart);
     }
 
     private static void Guard(StressContext ctx, string name, Action body)

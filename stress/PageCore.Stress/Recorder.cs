@@ -14,12 +14,13 @@ public sealed class Recorder
 
     private const int Pad = 16;
     private readonly long[] _counts;
-    private int _tick;
+    private uint _sampler;
 
     /// <summary>Creates a recorder for <paramref name="operations"/> operation types.</summary>
     public Recorder(string name, int operations)
     {
         Name = name;
+        _sampler = (uint)name.GetHashCode() | 1;
         _counts = new long[Pad + operations + Pad];
         Latency = new LatencyHistogram[operations];
         for (int i = 0; i < operations; i++) Latency[i] = new LatencyHistogram();
@@ -27,6 +28,9 @@ public sealed class Recorder
 
     /// <summary>The worker's name.</summary>
     public string Name { get; }
+
+    /// <summary>Whether the worker is a background thread (a walker or reader), left out of the fairness figure.</summary>
+    public bool Background { get; init; }
 
     /// <summary>Sampled latencies per operation type.</summary>
     public LatencyHistogram[] Latency { get; }
@@ -45,9 +49,20 @@ public sealed class Recorder
         }
     }
 
-    /// <summary>Starts an operation: a timestamp when this one is sampled, else 0.</summary>
+    /// <summary>
+    /// Starts an operation: a timestamp when this one is sampled (one in <see cref="SampleEvery"/>, chosen by a
+    /// xorshift generator so that a loop with several operation types samples each of them), else 0.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public long Begin() => (++_tick & (SampleEvery - 1)) == 0 ? Stopwatch.GetTimestamp() : 0;
+    public long Begin()
+    {
+        uint x = _sampler;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        _sampler = x;
+        return (x & (SampleEvery - 1)) == 0 ? Stopwatch.GetTimestamp() : 0;
+    }
 
     /// <summary>Ends an operation of type <paramref name="op"/> started with <see cref="Begin"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

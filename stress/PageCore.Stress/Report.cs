@@ -42,7 +42,8 @@ public static class Report
         double seconds = Math.Max(1e-9, result.Elapsed.TotalSeconds);
         w.WriteLine();
         w.WriteLine($"{result.Scenario}{(result.Legacy ? " (legacy form)" : "")}: {seconds:F1}s, {ctx.Threads} workers, seed {ctx.Seed}");
-        w.WriteLine($"  {"operation",-20} {"ops",14} {"ops/s",9} {"CAS retry/op",12} {"slow path/op",12} {"lock spin/op",12} {"p50 ns",8} {"p99 ns",8} {"p99.9 ns",9} {"max ns",10}");
+        long lockedOps = Enumerable.Range(0, ctx.Operations.Count).Where(i => ctx.Operations[i].TakesLock).Sum(i => recorders.Sum(r => r.CountOf(i)));
+        w.WriteLine($"  {"operation",-20} {"ops",14} {"ops/s",9} {"CAS retry/op",12} {"slow path/op",12} {"lock wait/op",12} {"p50 ns",8} {"p99 ns",8} {"p99.9 ns",9} {"max ns",10}");
         for (int i = 0; i < ctx.Operations.Count; i++)
         {
             OpKind op = ctx.Operations[i];
@@ -51,12 +52,13 @@ public static class Report
             foreach (Recorder r in recorders) latency.Add(r.Latency[i]);
             string retries = PerOp(result.Statistics, op.Retries, ops);
             string slow = PerOp(result.Statistics, op.SlowPaths, ops);
-            w.WriteLine($"  {op.Name,-20} {ops,14:N0} {Rate(ops / seconds),9} {retries,12} {slow,12} {"-",12} {Ns(latency, 0.5),8} {Ns(latency, 0.99),8} {Ns(latency, 0.999),9} {(latency.Count == 0 ? "-" : latency.Max.ToString("N0")),10}");
+            string waits = op.TakesLock && lockedOps > 0 ? (result.LockWaits / (double)lockedOps).ToString("F4") : "-";
+            w.WriteLine($"  {op.Name,-20} {ops,14:N0} {Rate(ops / seconds),9} {retries,12} {slow,12} {waits,12} {Ns(latency, 0.5),8} {Ns(latency, 0.99),8} {Ns(latency, 0.999),9} {(latency.Count == 0 ? "-" : latency.Max.ToString("N0")),10}");
         }
 
-        w.WriteLine($"  latencies: one operation in {Recorder.SampleEvery} timed; no lock is taken on any measured path (lock spins: none)");
+        w.WriteLine($"  latencies: one operation in {Recorder.SampleEvery} timed; lock waits: {(lockedOps == 0 ? "no measured operation takes a lock" : $"{result.LockWaits:N0} contentions over the operations that take one")}");
         w.WriteLine("  per thread (fairness): " + string.Join(", ", recorders.Select(r => $"{r.Name} {r.Total:N0}")));
-        long[] totals = recorders.Where(r => !r.Name.StartsWith("walker", StringComparison.Ordinal)).Select(r => r.Total).ToArray();
+        long[] totals = recorders.Where(r => !r.Background).Select(r => r.Total).ToArray();
         if (totals.Length > 1 && totals.Max() > 0)
         {
             w.WriteLine($"  slowest / fastest worker: {(double)totals.Min() / totals.Max():P0}");
@@ -107,7 +109,7 @@ public static class Report
             w.WriteNumber("opsPerSecond", ops / seconds);
             w.WriteNumber("casRetries", op.Retries.Sum(c => result.Statistics[c]));
             w.WriteNumber("slowPathEntries", op.SlowPaths.Sum(c => result.Statistics[c]));
-            w.WriteNumber("lockSpins", 0);
+            w.WriteNumber("lockWaits", op.TakesLock ? result.LockWaits : 0);
             w.WriteNumber("latencySamples", latency.Count);
             w.WriteNumber("p50Ns", latency.Quantile(0.5));
             w.WriteNumber("p99Ns", latency.Quantile(0.99));

@@ -17,7 +17,8 @@ public enum PlantedFault
 /// <param name="Name">The operation's name in tables and JSON.</param>
 /// <param name="Retries">Counters of CAS races lost by this kind of operation.</param>
 /// <param name="SlowPaths">Counters of slow-path entries of this kind of operation.</param>
-public sealed record OpKind(string Name, ArenaCounter[] Retries, ArenaCounter[] SlowPaths);
+/// <param name="TakesLock">Whether the operation takes a lock (its waits are counted through <see cref="Monitor.LockContentionCount"/>).</param>
+public sealed record OpKind(string Name, ArenaCounter[] Retries, ArenaCounter[] SlowPaths, bool TakesLock = false);
 
 /// <summary>The settings of one run, the workers' recorders, and the violations found.</summary>
 public sealed class StressContext
@@ -69,6 +70,9 @@ public sealed class StressContext
     /// <summary>Where progress lines go.</summary>
     public TextWriter Log { get; }
 
+    /// <summary><see cref="Monitor.LockContentionCount"/> when the context was created (lock waits are the difference).</summary>
+    public long LockContentionAtStart { get; } = Monitor.LockContentionCount;
+
     /// <summary>Time since the run started.</summary>
     public Stopwatch Clock { get; }
 
@@ -116,7 +120,7 @@ public sealed class StressContext
     public void DeclareOperations(params OpKind[] operations) => Operations = operations;
 
     /// <summary>Creates the recorder of one worker; pins the calling thread first when <see cref="Pin"/> is set.</summary>
-    public Recorder Enlist(string name, int index)
+    public Recorder Enlist(string name, int index, bool background = false)
     {
         if (Pin)
         {
@@ -127,7 +131,7 @@ public sealed class StressContext
             }
         }
 
-        var r = new Recorder(name, Operations.Count);
+        var r = new Recorder(name, Operations.Count) { Background = background };
         lock (_recorders)
         {
             _recorders.Add(r);
@@ -172,6 +176,7 @@ public sealed class StressContext
 /// <param name="FirstViolationAt">When the first one was found.</param>
 /// <param name="Statistics">The arena's contention counters at the end.</param>
 /// <param name="FinalReport">The arena's <c>Verify</c> at the end, as text.</param>
+/// <param name="LockWaits">Lock contentions in the process during the run (<see cref="Monitor.LockContentionCount"/>).</param>
 public sealed record StressResult(
     string Scenario,
     bool Legacy,
@@ -179,4 +184,5 @@ public sealed record StressResult(
     long Violations,
     TimeSpan? FirstViolationAt,
     ArenaStatistics Statistics,
-    string FinalReport);
+    string FinalReport,
+    long LockWaits);

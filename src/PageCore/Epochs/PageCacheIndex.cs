@@ -32,7 +32,7 @@ public sealed class PageCacheIndex
     private readonly int _mask;
     private readonly ConcurrentBag<Node> _pool = [];
     private readonly Action<object?> _recycle;
-    private readonly Lock _updates = new();
+    private readonly object _updates = new(); // a Monitor, so that contention shows in Monitor.LockContentionCount
     private long _count;
 
     /// <summary>Creates an empty index over <paramref name="arena"/>'s folios, reclaiming through <paramref name="epochs"/>.</summary>

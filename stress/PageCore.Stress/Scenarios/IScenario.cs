@@ -30,7 +30,10 @@ public static class ScenarioCatalog
 {
     /// <summary>Every scenario, by name.</summary>
     public static IReadOnlyList<IScenario> All { get; } =
-        [new AllocChurnScenario(), new PcpPingPongScenario(), new SpeculativeWalkerScenario(), new ExhaustionScenario()];
+        [
+            new AllocChurnScenario(), new PcpPingPongScenario(), new SpeculativeWalkerScenario(), new ExhaustionScenario(),
+            new TailRefcountScenario(), new PageCacheLookupScenario(),
+        ];
 
     /// <summary>Finds a scenario by name (case-insensitive), or null.</summary>
     public static IScenario? Find(string name) =>
