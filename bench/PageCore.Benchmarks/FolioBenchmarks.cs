@@ -16,6 +16,7 @@ public class FolioBenchmarks
     private const int Keys = 1024;
     private PageArena _arena = null!;
     private EpochDomain _epochs = null!;
+    private EpochDomain _asymmetric = null!;
     private PageCacheIndex _cache = null!;
     private ConcurrentDictionary<ulong, object> _dictionary = null!;
     private Pfn _folio;
@@ -27,6 +28,7 @@ public class FolioBenchmarks
     {
         _arena = PageArena.Create(new PageArenaOptions { Pages = 1 << 16 });
         _epochs = new EpochDomain();
+        _asymmetric = new EpochDomain(asymmetricAnnounce: true);
         _cache = new PageCacheIndex(_arena, _epochs, buckets: 4096);
         _dictionary = new ConcurrentDictionary<ulong, object>();
         for (ulong k = 0; k < Keys; k++)
@@ -76,6 +78,16 @@ public class FolioBenchmarks
     public void EpochEnterExit()
     {
         using (_epochs.Enter())
+        {
+        }
+    }
+
+    /// <summary>An empty section of a domain with asymmetric announces (release store; membarrier on the reclaim side).</summary>
+    [Benchmark(Description = "EpochDomain enter+exit (asymmetric)")]
+    [BenchmarkCategory("epoch")]
+    public void EpochEnterExitAsymmetric()
+    {
+        using (_asymmetric.Enter())
         {
         }
     }

@@ -64,10 +64,12 @@ public sealed class EpochTests
 [Collection(StressCollection.Name)]
 public sealed class EpochConcurrencyTests(ITestOutputHelper output)
 {
-    [Fact(Timeout = 30_000)]
-    public async Task SynchronizeWaitsForOlderReadersAndNotForNewerOnes()
+    [Theory(Timeout = 30_000)]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task SynchronizeWaitsForOlderReadersAndNotForNewerOnes(bool asymmetric)
     {
-        using var domain = new EpochDomain();
+        using var domain = new EpochDomain(asymmetricAnnounce: asymmetric);
         using var olderInside = new ManualResetEventSlim();
         using var releaseOlder = new ManualResetEventSlim();
         using var newerInside = new ManualResetEventSlim();
@@ -131,15 +133,17 @@ public sealed class EpochConcurrencyTests(ITestOutputHelper output)
         Assert.True(domain.Synchronize(TimeSpan.FromSeconds(10)));
     }
 
-    [Fact(Timeout = 60_000)]
-    public async Task AReaderInsideASectionNeverSeesReclaimedMemory()
+    [Theory(Timeout = 60_000)]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AReaderInsideASectionNeverSeesReclaimedMemory(bool asymmetric)
     {
         // Writers replace a published page and free the old one through the domain; the checked arena poisons freed
         // pages, so a reader that could still reach a reclaimed page would read poison instead of its stamp.
         int seed = TestSupport.Seed(output, "epoch readers vs reclaim");
         using ArenaLease lease = TestSupport.Lease(pages: 4096, caches: false, isChecked: true);
         PageArena arena = lease.Arena;
-        using var domain = new EpochDomain();
+        using var domain = new EpochDomain(asymmetricAnnounce: asymmetric);
         long published = arena.AllocPages(0).Value;
         Stamp(arena, new Pfn((uint)published));
         var errors = new ConcurrentQueue<string>();

@@ -14,7 +14,8 @@ namespace PageCore;
 /// <para><b>Readers.</b> Each thread owns a slot padded to its own cache line. <see cref="Enter"/> announces the current
 /// global epoch in the slot with <see cref="Interlocked.Exchange(ref long, long)"/>: a full fence, so the announce is
 /// visible before any load the reader makes inside the section (a plain store could be reordered after those loads even
-/// on x64, the use-after-free that Garnet's LightEpoch fix #2015 closed). <see cref="EpochGuard.Dispose"/> clears the
+/// on x64, the use-after-free that Garnet's LightEpoch fix #2015 closed). An opt-in asymmetric mode moves that fence to
+/// the reclaiming side (see the constructor). <see cref="EpochGuard.Dispose"/> clears the
 /// slot with a release store, ordering every load of the section before it. Sections nest; only the outermost touches
 /// the slot.</para>
 /// <para><b>Grace periods.</b> <see cref="Synchronize()"/> advances the global epoch with a full-fence increment to
@@ -37,13 +38,22 @@ public sealed class EpochDomain : IDisposable
     private readonly Slot[] _slots;
     private readonly Thread?[] _owners;
     private readonly ConcurrentQueue<Deferred> _deferred = new();
+    private readonly bool _asymmetric;
     private PaddedEpoch _epoch;
     private int _pendingSinceReclaim;
 
     /// <summary>Creates a domain with room for <paramref name="maxThreads"/> reader threads at a time.</summary>
     /// <param name="maxThreads">Slots (threads that may be registered at once), 1..65536. Default 1024.</param>
-    public EpochDomain(int maxThreads = 1024)
+    /// <param name="asymmetricAnnounce">
+    /// False (the default): readers announce with a full fence (<see cref="Interlocked.Exchange(ref long, long)"/>).
+    /// True: readers announce with a release store only, and every grace period and reclaim pays a process-wide barrier
+    /// (<see cref="Interlocked.MemoryBarrierProcessWide"/>, a <c>membarrier</c>) instead, the user-space RCU of liburcu's
+    /// "memb" flavour: cheaper sections, dearer grace periods. Both are correct; the plain store that Garnet's LightEpoch
+    /// once used was wrong only because nothing on the reclaiming side made up for the missing fence.
+    /// </param>
+    public EpochDomain(int maxThreads = 1024, bool asymmetricAnnounce = false)
     {
+        _asymmetric = asymmetricAnnounce;
         ArgumentOutOfRangeException.ThrowIfLessThan(maxThreads, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(maxThreads, 65536);
         _slots = GC.AllocateArray<Slot>(maxThreads, pinned: true);
@@ -74,11 +84,51 @@ public sealed class EpochDomain : IDisposable
 
         if (s.Depth++ == 0)
         {
-            // The announce: a full fence, so it is visible before any load of the section (see the remarks).
-            Interlocked.Exchange(ref _slots[s.Slot].Epoch, Volatile.Read(ref _epoch.Value));
+            Announce(ref _slots[s.Slot].Epoch);
         }
 
         return new EpochGuard(this, s);
+    }
+
+    /// <summary>
+    /// The reader's announce (<c>rcu_read_lock</c>): the current global epoch into the reader's slot.
+    /// </summary>
+    /// <remarks>
+    /// Keeps the grace-period invariant: a grace period that starts after the announce is visible waits for this reader;
+    /// one that started before it has its unlinks visible to this reader's loads. Default: a full fence
+    /// (<see cref="Interlocked.Exchange(ref long, long)"/>), so no load of the section can be performed before the slot is
+    /// visible. Asymmetric: a release store, and the reclaiming side's process-wide barrier supplies the store-load
+    /// order (see <see cref="ScanFence"/>).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Announce(ref long slot)
+    {
+        long e = Volatile.Read(ref _epoch.Value);
+        if (_asymmetric)
+        {
+            Volatile.Write(ref slot, e);
+        }
+        else
+        {
+            Interlocked.Exchange(ref slot, e);
+        }
+    }
+
+    /// <summary>
+    /// The reclaiming side's fence before it scans the slots. With full-fence announces a local full fence suffices;
+    /// with asymmetric announces it is a process-wide barrier: after it, every reader's announce made before it is
+    /// visible, and every reader load after it sees what was unlinked before it.
+    /// </summary>
+    private void ScanFence()
+    {
+        if (_asymmetric)
+        {
+            Interlocked.MemoryBarrierProcessWide();
+        }
+        else
+        {
+            Interlocked.MemoryBarrier();
+        }
     }
 
     /// <summary>Whether the calling thread is inside a section of this domain.</summary>
@@ -101,6 +151,7 @@ public sealed class EpochDomain : IDisposable
         }
 
         long target = Interlocked.Increment(ref _epoch.Value);
+        ScanFence();
         return WaitForReadersBefore(target, timeout);
     }
 
@@ -184,9 +235,9 @@ public sealed class EpochDomain : IDisposable
     /// <summary>The smallest epoch any live reader announced, or <see cref="long.MaxValue"/> with no reader inside.</summary>
     private long OldestActiveEpoch()
     {
-        // A full fence before the scan: whatever the deferring threads unlinked before queueing is ordered before these
-        // slot reads, so a reader whose slot still reads 0 here can only announce later and then load after the unlink.
-        Interlocked.MemoryBarrier();
+        // A fence before the scan: whatever the deferring threads unlinked before queueing is ordered before these slot
+        // reads, so a reader whose slot still reads 0 here can only announce later and then load after the unlink.
+        ScanFence();
         long min = long.MaxValue;
         for (int i = 0; i < _slots.Length; i++)
         {
