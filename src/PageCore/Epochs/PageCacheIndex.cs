@@ -97,10 +97,17 @@ public sealed class PageCacheIndex
                 else if (ReferenceEquals(Find(key), node))
                 {
                     // Frozen for a split (or about to be replaced): wait for the slot to change, as folio_try_get does.
+                    // The index holds a reference on every folio it stores, so a count of 0 lasts only while a split
+                    // runs; one that lasts seconds means that reference was dropped by a put too many.
                     Thread.SpinWait(attempt < 16 ? 8 << attempt % 8 : 64);
                     if (attempt > 100_000)
                     {
                         Thread.Yield();
+                    }
+
+                    if (attempt > 20_000_000)
+                    {
+                        throw new PageBugException(pfn, "filemap_get_entry", $"the folio stored for key {key} stays at refcount 0: the index's own reference was dropped (a put too many)", _arena.DumpPage(pfn));
                     }
                 }
             }
