@@ -33,4 +33,8 @@ internal enum PageFlags : uint
     /// touching the refcount.
     /// </summary>
     Cached = 1u << 4,
+
+    /// <summary>A page-table page one of whose fragments was freed through <c>pte_free_defer</c>: its final free waits
+    /// for a grace period (the kernel marks the folio Active for this).</summary>
+    DeferredFree = 1u << 5,
 }

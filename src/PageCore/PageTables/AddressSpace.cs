@@ -1,0 +1,221 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using PageCore.Arena;
+using PageCore.Descriptors;
+
+namespace PageCore;
+
+/// <summary>
+/// An address space (the kernel's <c>mm_struct</c>), here owning a page-table fragment cache: PTE tables are smaller
+/// than a page, so a page-table page is cut into <see cref="FragmentsPerPage"/> fragments handed out one by one
+/// (powerpc's <c>pte_fragment_alloc</c>, <c>arch/powerpc/mm/pgtable-frag.c</c>). Later layers give it page tables.
+/// </summary>
+/// <remarks>
+/// <para><b>The count</b> of live fragments is the page descriptor's own <see cref="PageDescriptor.PtFragCount"/>, never
+/// the refcount (rule 1, seed 000): speculative getters touch the refcount, and nothing they do can change a fragment
+/// count. A page-table page keeps refcount 1 (its allocation's) for its whole life.</para>
+/// <para><b>The cache</b> is one word, <c>(page PFN + 1) &lt;&lt; 32 | next index</c>, advanced by CAS where the kernel
+/// takes <c>page_table_lock</c>. Each CAS hands out exactly one index, and the index only grows, so a fragment is handed
+/// out at most once per page lifetime (F2). A new page is published with its count already at
+/// <see cref="FragmentsPerPage"/> (fragment 0 for the caller, the rest cached); if another thread published a page
+/// first, the new page keeps count 1 and its other fragments are never used, as in the kernel.</para>
+/// <para><b>Invariants</b> (kernel-algorithms.md §2.3): F1 the count = fragments handed out and not freed + fragments
+/// still cached; F2 each fragment handed out at most once; F3 the destructor runs exactly once, after the last
+/// fragment is freed and the cache has let go of the page; F4 a page any of whose fragments went through
+/// <see cref="FreeFragmentDeferred"/> is freed only after a grace period; F5 the refcount is never used for fragments.</para>
+/// </remarks>
+public sealed class AddressSpace : IPteFragments
+{
+    private readonly PageArena _arena;
+    private readonly EpochDomain? _epochs;
+    private PaddedWord _cache;
+    private int _destroyed;
+    private long _destructorRuns;
+
+    /// <summary>Creates an address space whose page-table fragments come from <paramref name="arena"/>.</summary>
+    /// <param name="arena">The arena page-table pages come from.</param>
+    /// <param name="fragmentsPerPage">Fragments per page-table page, a power of two from 4 to the page size / 64 (default 4: 1 KiB tables in 4 KiB pages).</param>
+    /// <param name="epochs">The epoch domain deferred frees wait in (<see cref="FreeFragmentDeferred"/>); null allows none.</param>
+    public AddressSpace(PageArena arena, int fragmentsPerPage = 4, EpochDomain? epochs = null)
+    {
+        ArgumentNullException.ThrowIfNull(arena);
+        if (fragmentsPerPage < 4 || (fragmentsPerPage & (fragmentsPerPage - 1)) != 0 || fragmentsPerPage > arena.PageSize / 64)
+        {
+            throw new ArgumentOutOfRangeException(nameof(fragmentsPerPage), fragmentsPerPage, $"A power of two from 4 to {arena.PageSize / 64}.");
+        }
+
+        _arena = arena;
+        _epochs = epochs;
+        FragmentsPerPage = fragmentsPerPage;
+        FragmentSize = arena.PageSize / fragmentsPerPage;
+    }
+
+    /// <summary>Fragments per page-table page (<c>PTE_FRAG_NR</c>).</summary>
+    public int FragmentsPerPage { get; }
+
+    /// <summary>Bytes per fragment (<c>PTE_FRAG_SIZE</c>).</summary>
+    public int FragmentSize { get; }
+
+    /// <summary>How many times the page-table destructor ran (one per page-table page freed).</summary>
+    public long DestructorRuns => Interlocked.Read(ref _destructorRuns);
+
+    /// <summary>
+    /// <c>pte_fragment_alloc</c>: a fragment from the cached page, or a new page-table page whose first fragment is
+    /// returned and whose others are cached.
+    /// </summary>
+    /// <returns>The fragment; its memory is <see cref="FragmentSize"/> bytes at <see cref="GetSpan"/>.</returns>
+    /// <exception cref="OutOfPagesException">No page is free.</exception>
+    /// <exception cref="ObjectDisposedException">The address space was torn down.</exception>
+    public PtFragment AllocFragment()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _destroyed) != 0, this);
+        while (true)
+        {
+            long w = Volatile.Read(ref _cache.Value);
+            if (w == 0)
+            {
+                return AllocFragmentPage();
+            }
+
+            if (TryTakeCached(w))
+            {
+                return new PtFragment(new Pfn((uint)((w >> 32) - 1)), (int)(w & 0xFFFF));
+            }
+        }
+    }
+
+    /// <summary>
+    /// <c>pte_fragment_free</c>: gives a fragment back; the free that takes the page's count to 0 runs the page-table
+    /// destructor and frees the page (after a grace period if a fragment of it was freed through
+    /// <see cref="FreeFragmentDeferred"/>).
+    /// </summary>
+    /// <param name="fragment">A fragment from <see cref="AllocFragment"/>.</param>
+    /// <exception cref="PageBugException">The page's fragment count is already 0 (a double free); nothing changed.</exception>
+    public void FreeFragment(PtFragment fragment)
+    {
+        ref PageDescriptor d = ref _arena.DescriptorOf(fragment.Page);
+        int now = Interlocked.Decrement(ref d.PtFragCount);
+        if (now == 0)
+        {
+            Destroy(fragment.Page);
+        }
+        else if (now < 0)
+        {
+            Interlocked.Increment(ref d.PtFragCount);
+            throw new PageBugException(fragment.Page, "pte_fragment_free", "the page's fragment count is already 0 (a double free)", _arena.DumpPage(fragment.Page));
+        }
+    }
+
+    /// <summary>
+    /// <c>pte_free_defer</c>: frees a fragment that lockless walkers may still read. The page is marked, and only the
+    /// final free of the page waits for a grace period (a page has one deferral slot but several fragments).
+    /// </summary>
+    /// <param name="fragment">A fragment from <see cref="AllocFragment"/>.</param>
+    /// <exception cref="InvalidOperationException">The address space has no epoch domain.</exception>
+    public void FreeFragmentDeferred(PtFragment fragment)
+    {
+        if (_epochs is null)
+        {
+            throw new InvalidOperationException("PageCore: this address space was created without an epoch domain; it cannot defer frees.");
+        }
+
+        MarkDeferred(ref _arena.DescriptorOf(fragment.Page));
+        FreeFragment(fragment);
+    }
+
+    /// <summary>The memory of a fragment (<see cref="FragmentSize"/> bytes).</summary>
+    /// <param name="fragment">A live fragment.</param>
+    public Span<byte> GetSpan(PtFragment fragment) =>
+        _arena.GetSpan(fragment.Page).Slice(fragment.Index * FragmentSize, FragmentSize);
+
+    /// <summary>
+    /// <c>pte_frag_destroy</c> at address-space teardown: cancels the fragments never handed out of the cached page, exactly
+    /// once; the page is freed now if none of its fragments is live. Idempotent. Fragments still live stay valid and are
+    /// freed with <see cref="FreeFragment"/> as usual.
+    /// </summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _destroyed, 1) != 0)
+        {
+            return;
+        }
+
+        long w = Interlocked.Exchange(ref _cache.Value, 0);
+        if (w != 0)
+        {
+            var page = new Pfn((uint)((w >> 32) - 1));
+            int next = (int)(w & 0xFFFF);
+            if (Interlocked.Add(ref _arena.DescriptorOf(page).PtFragCount, -(FragmentsPerPage - next)) == 0)
+            {
+                Destroy(page);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Cache transition: hand out the fragment the word names and advance it (or empty it after the last fragment).
+    /// </summary>
+    /// <remarks>Keeps F2: a CAS on the exact word read, so one index goes to one caller; the index only grows. Full
+    /// fence: the caller sees the page's setup published before the word.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryTakeCached(long w)
+    {
+        int next = (int)(w & 0xFFFF) + 1;
+        long advanced = next == FragmentsPerPage ? 0 : w + 1;
+        return Interlocked.CompareExchange(ref _cache.Value, advanced, w) == w;
+    }
+
+    private PtFragment AllocFragmentPage()
+    {
+        Pfn page = _arena.AllocPages(0);
+        ref PageDescriptor d = ref _arena.DescriptorOf(page);
+
+        // pagetable_pte_ctor. The fragment count is not reachable by speculative getters, and nobody else can see
+        // this page yet: plain stores, published by the CAS below (full fence) or owned by this caller alone.
+        d.Flags |= (uint)PageFlags.PageTable;
+        d.PtFragCount = FragmentsPerPage;
+        long word = ((long)(page.Value + 1) << 32) | 1;
+        if (Interlocked.CompareExchange(ref _cache.Value, word, 0) != 0)
+        {
+            // Another thread cached a page first: this one serves one fragment only (the kernel wastes the rest too).
+            Volatile.Write(ref d.PtFragCount, 1);
+        }
+
+        return new PtFragment(page, 0);
+    }
+
+    /// <summary>Marks a page whose final free must wait for a grace period (<c>folio_set_active</c>).</summary>
+    /// <remarks>An atomic OR: several fragment holders may mark the same page at once; the final free reads it after the
+    /// fully ordered decrement that took the count to 0.</remarks>
+    private static void MarkDeferred(ref PageDescriptor d) =>
+        Interlocked.Or(ref Unsafe.As<uint, int>(ref d.Flags), (int)PageFlags.DeferredFree);
+
+    /// <summary><c>pagetable_dtor</c> + free, exactly once per page (F3): now, or after a grace period (F4).</summary>
+    private void Destroy(Pfn page)
+    {
+        ref PageDescriptor d = ref _arena.DescriptorOf(page);
+        uint flags = (uint)Interlocked.And(ref Unsafe.As<uint, int>(ref d.Flags), unchecked((int)~(uint)(PageFlags.PageTable | PageFlags.DeferredFree)));
+        if ((flags & (uint)PageFlags.PageTable) == 0)
+        {
+            throw new PageBugException(page, "pagetable_dtor", "the page-table destructor ran twice (the page is no longer a page table)", _arena.DumpPage(page));
+        }
+
+        Interlocked.Increment(ref _destructorRuns);
+        if ((flags & (uint)PageFlags.DeferredFree) != 0 && _epochs is not null)
+        {
+            _epochs.DeferFree(_arena, page, 0);
+        }
+        else
+        {
+            _arena.FreePages(page, 0);
+        }
+    }
+
+    [StructLayout(LayoutKind.Explicit, Size = 3 * CacheLine.PaddedSize)]
+    private struct PaddedWord
+    {
+        [FieldOffset(CacheLine.PaddedSize)] public long Value;
+    }
+}
