@@ -14,9 +14,10 @@ namespace PageCore;
 /// <para><b>The count</b> of live fragments is the page descriptor's own <see cref="PageDescriptor.PtFragCount"/>, never
 /// the refcount (rule 1, seed 000): speculative getters touch the refcount, and nothing they do can change a fragment
 /// count. A page-table page keeps refcount 1 (its allocation's) for its whole life.</para>
-/// <para><b>The cache</b> is one word, <c>(page PFN + 1) &lt;&lt; 32 | next index</c>, advanced by CAS where the kernel
-/// takes <c>page_table_lock</c>. Each CAS hands out exactly one index, and the index only grows, so a fragment is handed
-/// out at most once per page lifetime (F2). A new page is published with its count already at
+/// <para><b>The cache</b> is one word, <c>(page PFN + 1) &lt;&lt; 32 | next index</c>, where the kernel takes
+/// <c>page_table_lock</c>. An index is claimed with one fetch-and-add, which never fails (measured: a CAS loop on this
+/// word lost to a spin lock under two threads); each add returns a different index and the index only grows, so a
+/// fragment is handed out at most once per page lifetime (F2). A new page is published with its count already at
 /// <see cref="FragmentsPerPage"/> (fragment 0 for the caller, the rest cached); if another thread published a page
 /// first, the new page keeps count 1 and its other fragments are never used, as in the kernel.</para>
 /// <para><b>Invariants</b> (kernel-algorithms.md §2.3): F1 the count = fragments handed out and not freed + fragments
@@ -71,16 +72,25 @@ public sealed class AddressSpace : IPteFragments
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _destroyed) != 0, this);
         while (true)
         {
-            long w = Volatile.Read(ref _cache.Value);
-            if (w == 0)
+            // No read before the add: on a contended line a read first would fetch it shared and the add fetch it again.
+            long claimed = ClaimIndex();
+            int index = (int)(claimed & IndexMask);
+            if ((claimed >> 32) == 0)
             {
-                return AllocFragmentPage();
+                return AllocFragmentPage(claimed + 1); // nothing cached: the word is 0 plus the adds that found it so
             }
 
-            if (TryTakeCached(w))
+            if (index < FragmentsPerPage)
             {
-                return new PtFragment(new Pfn((uint)((w >> 32) - 1)), (int)(w & 0xFFFF));
+                if (index == FragmentsPerPage - 1)
+                {
+                    RetireExhausted(claimed + 1); // the page's last fragment: the cache lets go of it
+                }
+
+                return new PtFragment(new Pfn((uint)((claimed >> 32) - 1)), index);
             }
+
+            RetireExhausted(claimed + 1); // an add past the last fragment claims nothing
         }
     }
 
@@ -141,10 +151,10 @@ public sealed class AddressSpace : IPteFragments
         }
 
         long w = Interlocked.Exchange(ref _cache.Value, 0);
-        if (w != 0)
+        if ((w >> 32) != 0)
         {
             var page = new Pfn((uint)((w >> 32) - 1));
-            int next = (int)(w & 0xFFFF);
+            int next = (int)Math.Min(w & IndexMask, FragmentsPerPage);
             if (Interlocked.Add(ref _arena.DescriptorOf(page).PtFragCount, -(FragmentsPerPage - next)) == 0)
             {
                 Destroy(page);
@@ -154,20 +164,42 @@ public sealed class AddressSpace : IPteFragments
 
     // ---------------------------------------------------------------------------------------------------------------
 
+    private const long IndexMask = 0xFFFF_FFFF;
+
     /// <summary>
-    /// Cache transition: hand out the fragment the word names and advance it (or empty it after the last fragment).
+    /// Cache transition: claim the next fragment index with one fetch-and-add (it never fails, so contending threads do
+    /// not retry against each other the way a CAS loop does).
     /// </summary>
-    /// <remarks>Keeps F2: a CAS on the exact word read, so one index goes to one caller; the index only grows. Full
-    /// fence: the caller sees the page's setup published before the word.</remarks>
+    /// <remarks>Keeps F2: every add returns a different index; an index below <see cref="FragmentsPerPage"/> of the page
+    /// the word names is a fragment handed out to exactly that caller. Adds that land on an empty or exhausted word claim
+    /// nothing and are ignored. Full fence: the caller sees the page's setup published before the word.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryTakeCached(long w)
+    private long ClaimIndex() => Interlocked.Add(ref _cache.Value, 1) - 1;
+
+    /// <summary>
+    /// Cache transition: an exhausted word (index at or past <see cref="FragmentsPerPage"/>, or a page part of 0 with
+    /// stray adds in it) is replaced by 0, so that a new page can be cached.
+    /// </summary>
+    /// <remarks>Keeps F3: the page is no longer cached once its last fragment is handed out, and its count then covers
+    /// only the fragments handed out. CAS on the exact word read, retried while late adds keep changing it; any thread
+    /// may help.</remarks>
+    private void RetireExhausted(long seen)
     {
-        int next = (int)(w & 0xFFFF) + 1;
-        long advanced = next == FragmentsPerPage ? 0 : w + 1;
-        return Interlocked.CompareExchange(ref _cache.Value, advanced, w) == w;
+        long w = Volatile.Read(ref _cache.Value);
+        while ((w >> 32) == (seen >> 32) && ((w >> 32) == 0 || (int)(w & IndexMask) >= FragmentsPerPage))
+        {
+            long now = Interlocked.CompareExchange(ref _cache.Value, 0, w);
+            if (now == w)
+            {
+                return;
+            }
+
+            w = now;
+        }
     }
 
-    private PtFragment AllocFragmentPage()
+    /// <summary>A new page-table page: fragment 0 for the caller, the others cached (or wasted if another page won).</summary>
+    private PtFragment AllocFragmentPage(long emptyWord)
     {
         Pfn page = _arena.AllocPages(0);
         ref PageDescriptor d = ref _arena.DescriptorOf(page);
@@ -177,7 +209,9 @@ public sealed class AddressSpace : IPteFragments
         d.Flags |= (uint)PageFlags.PageTable;
         d.PtFragCount = FragmentsPerPage;
         long word = ((long)(page.Value + 1) << 32) | 1;
-        if (Interlocked.CompareExchange(ref _cache.Value, word, 0) != 0)
+
+        // Publish over the empty word seen (0, or 0 with stray adds from claims that found it empty).
+        if (Interlocked.CompareExchange(ref _cache.Value, word, emptyWord) != emptyWord)
         {
             // Another thread cached a page first: this one serves one fragment only (the kernel wastes the rest too).
             Volatile.Write(ref d.PtFragCount, 1);
