@@ -62,14 +62,17 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
         Assert.Contains("no violations", result.FinalReport);
     }
 
-    [Fact(Timeout = TimeoutMs)]
-    public async Task TheLegacyFormOfRuleOneIsCaught()
+    public static TheoryData<string> LegacyScenarioNames => new(ScenarioCatalog.All.Where(s => s.HasLegacyForm).Select(s => s.Name));
+
+    [Theory(Timeout = TimeoutMs)]
+    [MemberData(nameof(LegacyScenarioNames))]
+    public async Task EveryLegacyFormIsCaught(string name)
     {
-        int seed = TestSupport.Seed(output, "speculative-walker --legacy");
+        int seed = TestSupport.Seed(output, $"{name} --legacy");
         var ctx = new StressContext(2 * Environment.ProcessorCount, TimeSpan.FromSeconds(5), seed, 16384, legacy: true, pin: false, TextWriter.Null);
-        StressResult result = await Task.Run(() => new SpeculativeWalkerScenario().Run(ctx));
+        StressResult result = await Task.Run(() => ScenarioCatalog.Find(name)!.Run(ctx));
         output.WriteLine($"violations {result.Violations}, first after {result.FirstViolationAt}");
-        Assert.True(result.Violations > 0, "the historical set_page_count form was not caught");
+        Assert.True(result.Violations > 0, $"the historical form of {name} was not caught");
         Assert.NotNull(result.FirstViolationAt);
     }
 
