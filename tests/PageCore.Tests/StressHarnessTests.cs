@@ -44,8 +44,22 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
     {
         Assert.Equal(Program.Pass, Program.Main(["list"]));
         int seed = TestSupport.Seed(output, "race-lab");
-        int exit = await Task.Run(() => Program.Main(["race-lab", "--duration-per-scenario", "2s", "--arena-pages", "16384", "--seed", seed.ToString()]));
-        Assert.Equal(Program.Pass, exit);
+        // Keep what the race lab printed, so that a failure shows which form broke and how.
+        TextWriter console = Console.Out;
+        var printed = new StringWriter();
+        int exit;
+        try
+        {
+            Console.SetOut(printed);
+            exit = await Task.Run(() => Program.Main(["race-lab", "--duration-per-scenario", "2s", "--arena-pages", "16384", "--seed", seed.ToString()]));
+        }
+        finally
+        {
+            Console.SetOut(console);
+        }
+
+        output.WriteLine(printed.ToString());
+        Assert.True(exit == Program.Pass, $"race-lab exited {exit}:{Environment.NewLine}{printed}");
     }
 
     [Theory(Timeout = TimeoutMs)]

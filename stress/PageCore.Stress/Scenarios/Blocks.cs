@@ -76,30 +76,55 @@ public static class Blocks
         }
     }
 
-    /// <summary>A hostile PFN walker: get_page_unless_zero + put_page on random PFNs until stopped.</summary>
-    public static void Walk(StressContext ctx, PageArena arena, Recorder rec, int opGet, int opMiss, int seed, CancellationToken stop)
+    /// <summary>
+    /// A hostile PFN walker until stopped: <c>get_page_unless_zero</c> on a PFN, checks, a short hold, <c>put_page</c>.
+    /// With <paramref name="published"/> (PFN + 1 per slot, written by the scenario's owners) it mostly aims at pages the
+    /// owners are working on, as a lookup that found a stale entry does; one try in <paramref name="randomOneIn"/>, and
+    /// every try without <paramref name="published"/>, takes any PFN.
+    /// </summary>
+    /// <remarks>
+    /// Checks while it holds the reference: the page's count reads at least 1, and the page is no tail (holding a
+    /// reference, a page cannot turn into a tail, so a tail here means the get landed on one: rule 2). A reference
+    /// found on a tail is handed back to the tail's own count, where the broken get put it.
+    /// </remarks>
+    public static void Walk(StressContext ctx, PageArena arena, Recorder rec, int opGet, int opMiss, int seed, CancellationToken stop,
+        long[]? published = null, int randomOneIn = 1, int maxSpin = 0)
     {
         var rng = new Random(seed);
         while (!stop.IsCancellationRequested)
         {
-            for (int step = 0; step < 256; step++)
+            for (int step = 0; step < 64; step++)
             {
-                var pfn = new Pfn((uint)rng.NextInt64(arena.PageCount));
+                long slot = published is null ? 0 : Volatile.Read(ref published[rng.Next(published.Length)]);
+                var pfn = slot != 0 && rng.Next(randomOneIn) != 0 ? new Pfn((uint)(slot - 1)) : new Pfn((uint)rng.NextInt64(arena.PageCount));
                 long t = rec.Begin();
-                if (arena.TryGetPageUnlessZero(pfn))
-                {
-                    if (arena.RefCount(pfn) < 1)
-                    {
-                        ctx.Violation($"walker holds a reference on {pfn} but its count reads {arena.RefCount(pfn)}", pfn);
-                    }
-
-                    arena.PutPage(pfn);
-                    rec.End(opGet, t);
-                }
-                else
+                if (!arena.TryGetPageUnlessZero(pfn))
                 {
                     rec.Count(opMiss);
+                    continue;
                 }
+
+                ulong link = Volatile.Read(ref arena.DescriptorOf(pfn).CompoundInfo);
+                if ((link & 1) != 0)
+                {
+                    ctx.Violation($"get_page_unless_zero succeeded on tail page {pfn} of the folio at {new Pfn((uint)(link >> 1))} (rule 2)", pfn);
+                    Interlocked.Decrement(ref arena.DescriptorOf(pfn).RefCount);
+                    rec.End(opGet, t);
+                    continue;
+                }
+
+                if (arena.RefCount(pfn) < 1)
+                {
+                    ctx.Violation($"walker holds a reference on {pfn} but its count reads {arena.RefCount(pfn)}", pfn);
+                }
+
+                if (maxSpin > 0)
+                {
+                    Thread.SpinWait(rng.Next(maxSpin));
+                }
+
+                arena.PutPage(pfn);
+                rec.End(opGet, t);
             }
         }
     }

@@ -49,7 +49,7 @@ public sealed class PtFragScenario : IScenario
         var workers = Enumerable.Range(0, ctx.Threads)
             .Select(i => ($"frag-{i}", (Action<Recorder>)(rec => Work(ctx, arena, epochs, shared, published, rec, i)))).ToList();
         var walkers = Enumerable.Range(0, Math.Max(1, ctx.Threads / 2))
-            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Walk(arena, published, rec, ctx.Seed ^ (0x1F83D9AB * (i + 1)), stop)))).ToList();
+            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Blocks.Walk(ctx, arena, rec, 3, 4, ctx.Seed ^ (0x1F83D9AB * (i + 1)), stop, published, randomOneIn: 4, maxSpin: 8)))).ToList();
         TimeSpan elapsed = Harness.Run(ctx, workers, walkers);
         shared.Dispose();
         epochs.Barrier();
@@ -125,30 +125,5 @@ public sealed class PtFragScenario : IScenario
         }
 
         rec.End(1, t);
-    }
-
-    private static void Walk(PageArena arena, long[] published, Recorder rec, int seed, CancellationToken stop)
-    {
-        var rng = new Random(seed);
-        while (!stop.IsCancellationRequested)
-        {
-            for (int step = 0; step < 64; step++)
-            {
-                // A speculative lookup that found a stale entry: take a reference, see it is not the page wanted, put it.
-                long slot = Volatile.Read(ref published[rng.Next(Slots)]);
-                var pfn = slot != 0 && rng.Next(4) != 0 ? new Pfn((uint)(slot - 1)) : new Pfn((uint)rng.NextInt64(arena.PageCount));
-                long t = rec.Begin();
-                if (arena.TryGetPageUnlessZero(pfn))
-                {
-                    Thread.SpinWait(rng.Next(8));
-                    arena.PutPage(pfn);
-                    rec.End(3, t);
-                }
-                else
-                {
-                    rec.Count(4);
-                }
-            }
-        }
     }
 }

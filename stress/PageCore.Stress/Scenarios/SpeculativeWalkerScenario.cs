@@ -48,7 +48,7 @@ public sealed class SpeculativeWalkerScenario : IScenario
         var ownerThreads = Enumerable.Range(0, owners)
             .Select(i => ($"owner-{i}", (Action<Recorder>)(rec => Own(ctx, arena, published, rec, i, owners, ref planted)))).ToList();
         var walkerThreads = Enumerable.Range(0, walkers)
-            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Walk(arena, published, rec, ctx.Seed ^ (0x3C6EF372 * (i + 1)), stop)))).ToList();
+            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Blocks.Walk(ctx, arena, rec, 3, 4, ctx.Seed ^ (0x3C6EF372 * (i + 1)), stop, published, randomOneIn: 8, maxSpin: 16)))).ToList();
         TimeSpan elapsed = Harness.Run(ctx, ownerThreads, walkerThreads);
         return Harness.Finish(ctx, Name, arena, elapsed);
     }
@@ -128,31 +128,6 @@ public sealed class SpeculativeWalkerScenario : IScenario
             ctx.Violation(bug);
             freed = false;
             return false;
-        }
-    }
-
-    private static void Walk(PageArena arena, long[] published, Recorder rec, int seed, CancellationToken stop)
-    {
-        var rng = new Random(seed);
-        while (!stop.IsCancellationRequested)
-        {
-            for (int step = 0; step < 64; step++)
-            {
-                // Mostly pages the owners are working on right now (a lookup that found a stale entry), sometimes any PFN.
-                long slot = Volatile.Read(ref published[rng.Next(Slots)]);
-                var pfn = slot != 0 && rng.Next(8) != 0 ? new Pfn((uint)(slot - 1)) : new Pfn((uint)rng.NextInt64(arena.PageCount));
-                long t = rec.Begin();
-                if (arena.TryGetPageUnlessZero(pfn))
-                {
-                    Thread.SpinWait(rng.Next(16));
-                    arena.PutPage(pfn);
-                    rec.End(3, t);
-                }
-                else
-                {
-                    rec.Count(4);
-                }
-            }
         }
     }
 }

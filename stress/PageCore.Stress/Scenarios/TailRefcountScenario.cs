@@ -45,7 +45,7 @@ public sealed class TailRefcountScenario : IScenario
         var ownerThreads = Enumerable.Range(0, owners)
             .Select(i => ($"owner-{i}", (Action<Recorder>)(rec => Own(ctx, arena, published, rec, i)))).ToList();
         var walkers = Enumerable.Range(0, Math.Max(1, ctx.Threads - owners))
-            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Walk(ctx, arena, published, rec, ctx.Seed ^ (0x6A09E667 * (i + 1)), stop)))).ToList();
+            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Blocks.Walk(ctx, arena, rec, 3, 4, ctx.Seed ^ (0x6A09E667 * (i + 1)), stop, published, randomOneIn: 4, maxSpin: 0)))).ToList();
         TimeSpan elapsed = Harness.Run(ctx, ownerThreads, walkers);
         return Harness.Finish(ctx, Name, arena, elapsed);
     }
@@ -98,40 +98,6 @@ public sealed class TailRefcountScenario : IScenario
             else
             {
                 arena.FreePages(head, order);
-            }
-        }
-    }
-
-    private static void Walk(StressContext ctx, PageArena arena, long[] published, Recorder rec, int seed, CancellationToken stop)
-    {
-        var rng = new Random(seed);
-        while (!stop.IsCancellationRequested)
-        {
-            for (int step = 0; step < 64; step++)
-            {
-                long slot = Volatile.Read(ref published[rng.Next(Slots)]);
-                var pfn = slot != 0 && rng.Next(4) != 0 ? new Pfn((uint)(slot - 1)) : new Pfn((uint)rng.NextInt64(arena.PageCount));
-                long t = rec.Begin();
-                if (arena.TryGetPageUnlessZero(pfn))
-                {
-                    // Holding a reference on pfn, it cannot turn into a tail: if it is one now, the get landed on a tail.
-                    ulong link = Volatile.Read(ref arena.DescriptorOf(pfn).CompoundInfo);
-                    if ((link & 1) != 0)
-                    {
-                        ctx.Violation($"get_page_unless_zero succeeded on tail page {pfn} of the folio at {new Pfn((uint)(link >> 1))} (rule 2)", pfn);
-                        Interlocked.Decrement(ref arena.DescriptorOf(pfn).RefCount); // give back the stray count
-                    }
-                    else
-                    {
-                        arena.PutPage(pfn);
-                    }
-
-                    rec.End(3, t);
-                }
-                else
-                {
-                    rec.Count(4);
-                }
             }
         }
     }
