@@ -99,6 +99,29 @@ public class FolioBenchmarks
         return false;
     }
 
+    /// <summary>
+    /// The hardware floor of a lookup that takes and drops a reference: the two locked instructions on one word
+    /// (get + put), and nothing else.
+    /// </summary>
+    [Benchmark(Description = "floor: two locked adds (reference get + put)")]
+    [BenchmarkCategory("lookup")]
+    public long LookupFloor()
+    {
+        Interlocked.Increment(ref _floor[16]);
+        return Interlocked.Decrement(ref _floor[16]);
+    }
+
+    /// <summary>The hardware floor of a full-fence announce: one locked exchange and one release store.</summary>
+    [Benchmark(Description = "floor: locked exchange + release store")]
+    [BenchmarkCategory("epoch")]
+    public void EpochFloor()
+    {
+        Interlocked.Exchange(ref _floor[32], 1);
+        Volatile.Write(ref _floor[32], 0);
+    }
+
+    private readonly long[] _floor = new long[48];
+
     /// <summary>An empty epoch section (<c>rcu_read_lock</c> + <c>rcu_read_unlock</c>).</summary>
     [Benchmark(Description = "EpochDomain enter+exit")]
     [BenchmarkCategory("epoch")]

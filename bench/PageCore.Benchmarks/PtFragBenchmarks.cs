@@ -66,6 +66,25 @@ public class PtFragBenchmarks
         }
     });
 
+    /// <summary>
+    /// The hardware floor of the lock-free design: the two locked instructions every fragment alloc+free needs (the
+    /// claim's fetch-and-add and the free's decrement), on a private padded word per thread, nothing else.
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = OpsPerInvoke, Description = "floor: two locked adds (claim + count), private word")]
+    [BenchmarkCategory("fragment alloc+free")]
+    public void Floor() => _gang.Run(worker =>
+    {
+        ref long word = ref _floorWords[(worker + 1) * FloorStride];
+        for (int i = OpsPerInvoke / Threads; i > 0; i--)
+        {
+            Interlocked.Add(ref word, 1);
+            Interlocked.Decrement(ref word);
+        }
+    });
+
+    private const int FloorStride = 16; // 128 bytes between the words
+    private readonly long[] _floorWords = new long[6 * FloorStride];
+
     /// <summary>The lock-based shape the kernel uses: the cache word under a lock, the count an atomic.</summary>
     private sealed class LockedFragmentCache(PageArena arena, int perPage) : IDisposable
     {

@@ -24,32 +24,58 @@ namespace PageCore;
 /// still cached; F2 each fragment handed out at most once; F3 the destructor runs exactly once, after the last
 /// fragment is freed and the cache has let go of the page; F4 a page any of whose fragments went through
 /// <see cref="FreeFragmentDeferred"/> is freed only after a grace period; F5 the refcount is never used for fragments.</para>
+/// <para><b>Page tables</b> (<c>AddressSpace.Tables.cs</c> and the files beside it): a top table, PMD tables and PTE
+/// tables carved from the fragment allocator, with split locks, <see cref="PteOffsetMapLock"/>, huge PMDs with a
+/// deposited table, collapse and split, and a lockless walker; their invariants P1-P5, H4 and H5 are listed there.</para>
 /// </remarks>
-public sealed class AddressSpace : IPteFragments
+public sealed unsafe partial class AddressSpace : IPteFragments
 {
     private readonly PageArena _arena;
-    private readonly EpochDomain? _epochs;
+    private readonly EpochDomain _epochs;
+    private readonly bool _ownsEpochs;
     private PaddedWord _cache;
     private int _destroyed;
     private long _destructorRuns;
 
-    /// <summary>Creates an address space whose page-table fragments come from <paramref name="arena"/>.</summary>
+    /// <summary>Creates an address space whose page-table fragments and tables come from <paramref name="arena"/>.</summary>
     /// <param name="arena">The arena page-table pages come from.</param>
     /// <param name="fragmentsPerPage">Fragments per page-table page, a power of two from 4 to the page size / 64 (default 4: 1 KiB tables in 4 KiB pages).</param>
-    /// <param name="epochs">The epoch domain deferred frees wait in (<see cref="FreeFragmentDeferred"/>); null allows none.</param>
+    /// <param name="epochs">The epoch domain lockless walkers enter and deferred frees wait in; null creates a private one.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="fragmentsPerPage"/> is not a power of two from 4 to the page size / 64.</exception>
     public AddressSpace(PageArena arena, int fragmentsPerPage = 4, EpochDomain? epochs = null)
+        : this(arena, new AddressSpaceOptions { FragmentsPerPage = fragmentsPerPage, Epochs = epochs })
+    {
+    }
+
+    /// <summary>Creates an address space from <paramref name="options"/>.</summary>
+    /// <param name="arena">The arena page-table pages come from.</param>
+    /// <param name="options">Fragments per page, the epoch domain, and the race lab's legacy switches.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The fragment count is not a power of two from 4 to the page size / 64.</exception>
+    public AddressSpace(PageArena arena, AddressSpaceOptions options)
     {
         ArgumentNullException.ThrowIfNull(arena);
+        ArgumentNullException.ThrowIfNull(options);
+        int fragmentsPerPage = options.FragmentsPerPage;
         if (fragmentsPerPage < 4 || (fragmentsPerPage & (fragmentsPerPage - 1)) != 0 || fragmentsPerPage > arena.PageSize / 64)
         {
-            throw new ArgumentOutOfRangeException(nameof(fragmentsPerPage), fragmentsPerPage, $"A power of two from 4 to {arena.PageSize / 64}.");
+            throw new ArgumentOutOfRangeException(nameof(options), fragmentsPerPage, $"FragmentsPerPage must be a power of two from 4 to {arena.PageSize / 64}.");
         }
 
         _arena = arena;
-        _epochs = epochs;
+        _ownsEpochs = options.Epochs is null;
+        _epochs = options.Epochs ?? new EpochDomain();
         FragmentsPerPage = fragmentsPerPage;
         FragmentSize = arena.PageSize / fragmentsPerPage;
+        _legacySkipPmdRecheck = options.LegacySkipPmdRecheck;
+        _legacyFreeTablesAtOnce = options.LegacyFreeTablesAtOnce;
+        InitGeometry();
     }
+
+    /// <summary>The arena the address space's tables and pages come from.</summary>
+    public PageArena Arena => _arena;
+
+    /// <summary>The epoch domain lockless walkers enter and deferred frees wait in.</summary>
+    public EpochDomain Epochs => _epochs;
 
     /// <summary>Fragments per page-table page (<c>PTE_FRAG_NR</c>).</summary>
     public int FragmentsPerPage { get; }
@@ -121,14 +147,8 @@ public sealed class AddressSpace : IPteFragments
     /// final free of the page waits for a grace period (a page has one deferral slot but several fragments).
     /// </summary>
     /// <param name="fragment">A fragment from <see cref="AllocFragment"/>.</param>
-    /// <exception cref="InvalidOperationException">The address space has no epoch domain.</exception>
     public void FreeFragmentDeferred(PtFragment fragment)
     {
-        if (_epochs is null)
-        {
-            throw new InvalidOperationException("PageCore: this address space was created without an epoch domain; it cannot defer frees.");
-        }
-
         MarkDeferred(ref _arena.DescriptorOf(fragment.Page));
         FreeFragment(fragment);
     }
@@ -140,16 +160,11 @@ public sealed class AddressSpace : IPteFragments
 
     /// <summary>
     /// <c>pte_frag_destroy</c> at address-space teardown: cancels the fragments never handed out of the cached page, exactly
-    /// once; the page is freed now if none of its fragments is live. Idempotent. Fragments still live stay valid and are
-    /// freed with <see cref="FreeFragment"/> as usual.
+    /// once; the page is freed now if none of its fragments is live. Fragments still live stay valid and are freed with
+    /// <see cref="FreeFragment"/> as usual.
     /// </summary>
-    public void Dispose()
+    private void DestroyFragmentCache()
     {
-        if (Interlocked.Exchange(ref _destroyed, 1) != 0)
-        {
-            return;
-        }
-
         long w = Interlocked.Exchange(ref _cache.Value, 0);
         if ((w >> 32) != 0)
         {
@@ -208,6 +223,7 @@ public sealed class AddressSpace : IPteFragments
         // this page yet: plain stores, published by the CAS below (full fence) or owned by this caller alone.
         d.Flags |= (uint)PageFlags.PageTable;
         d.PtFragCount = FragmentsPerPage;
+        PtLock.Init(ref d);
         long word = ((long)(page.Value + 1) << 32) | 1;
 
         // Publish over the empty word seen (0, or 0 with stray adds from claims that found it empty).
@@ -226,8 +242,25 @@ public sealed class AddressSpace : IPteFragments
     private static void MarkDeferred(ref PageDescriptor d) =>
         Interlocked.Or(ref Unsafe.As<uint, int>(ref d.Flags), (int)PageFlags.DeferredFree);
 
-    /// <summary><c>pagetable_dtor</c> + free, exactly once per page (F3): now, or after a grace period (F4).</summary>
+    /// <summary>
+    /// The last fragment of a page is gone: <c>pagetable_dtor</c> + free, exactly once per page (F3), now or, when a
+    /// fragment of it went through <see cref="FreeFragmentDeferred"/>, after a grace period (F4): the destructor too, so
+    /// the page stays a page table with a usable lock while a walker may still reach it.
+    /// </summary>
     private void Destroy(Pfn page)
+    {
+        if ((Volatile.Read(ref _arena.DescriptorOf(page).Flags) & (uint)PageFlags.DeferredFree) != 0)
+        {
+            _epochs.Defer(static s => ((DeferredPage)s!).Run(), new DeferredPage(this, page));
+        }
+        else
+        {
+            DestroyNow(page);
+        }
+    }
+
+    /// <summary><c>pagetable_dtor</c> (the flags cleared, the lock poisoned) and the page freed.</summary>
+    private void DestroyNow(Pfn page)
     {
         ref PageDescriptor d = ref _arena.DescriptorOf(page);
         uint flags = (uint)Interlocked.And(ref Unsafe.As<uint, int>(ref d.Flags), unchecked((int)~(uint)(PageFlags.PageTable | PageFlags.DeferredFree)));
@@ -236,15 +269,14 @@ public sealed class AddressSpace : IPteFragments
             throw new PageBugException(page, "pagetable_dtor", "the page-table destructor ran twice (the page is no longer a page table)", _arena.DumpPage(page));
         }
 
+        PtLock.Free(ref d);
         Interlocked.Increment(ref _destructorRuns);
-        if ((flags & (uint)PageFlags.DeferredFree) != 0 && _epochs is not null)
-        {
-            _epochs.DeferFree(_arena, page, 0);
-        }
-        else
-        {
-            _arena.FreePages(page, 0);
-        }
+        _arena.FreePages(page, 0);
+    }
+
+    private sealed class DeferredPage(AddressSpace owner, Pfn page)
+    {
+        public void Run() => owner.DestroyNow(page);
     }
 
     [StructLayout(LayoutKind.Explicit, Size = 3 * CacheLine.PaddedSize)]
