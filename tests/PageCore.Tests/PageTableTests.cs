@@ -381,3 +381,111 @@ public sealed class PageTableTests(ITestOutputHelper output)
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 }
+
+[Collection(StressCollection.Name)]
+public sealed class PageTableConcurrencyTests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// Faulters, zappers and khugepaged-like threads on the same two PMD ranges, with lockless walkers that take
+    /// references and check what they read; at the end the tables verify and every page comes back.
+    /// </summary>
+    [Fact(Timeout = 60_000)]
+    public async Task FaultZapCollapseSplitAndWalkersKeepTheTablesConsistent()
+    {
+        int seed = TestSupport.Seed(output, "page tables under churn");
+        using ArenaLease lease = TestSupport.Lease(pages: 8192, isChecked: true);
+        PageArena arena = lease.Arena;
+        var mm = new AddressSpace(arena);
+        ulong span = 2 * mm.HugePageSize;
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        long ops = 0, walks = 0;
+        await Task.Run(() =>
+        {
+            DateTime deadline = DateTime.UtcNow + TestSupport.ChurnTime;
+            using var stop = new CancellationTokenSource();
+            var workers = Enumerable.Range(0, 2 * Environment.ProcessorCount).Select(id => new Thread(() =>
+            {
+                var rng = new Random(seed + id);
+                try
+                {
+                    while (DateTime.UtcNow < deadline)
+                    {
+                        ulong va = (ulong)rng.NextInt64((long)(span >> 12)) << 12;
+                        ulong range = va & ~(mm.HugePageSize - 1);
+                        switch (rng.Next(6))
+                        {
+                            case 0:
+                            case 1:
+                                Pfn p = mm.Fault(va, write: true);
+                                if (arena.RefCount(p) < 0) errors.Enqueue("negative count");
+                                break;
+                            case 2:
+                                mm.Zap(va, Math.Min((ulong)(1 + rng.Next(64)) << 12, span - va));
+                                break;
+                            case 3:
+                                mm.Collapse(range);
+                                break;
+                            case 4:
+                                mm.SplitHuge(range);
+                                break;
+                            default:
+                                if (arena.TryAllocFolio(mm.HugeOrder, out Pfn folio))
+                                {
+                                    mm.MapHuge(range, folio);
+                                    arena.PutPage(folio);
+                                }
+
+                                break;
+                        }
+
+                        Interlocked.Increment(ref ops);
+                    }
+                }
+                catch (Exception ex)
+                {
+                    errors.Enqueue(ex.ToString());
+                }
+            })).ToList();
+            var walker = new Thread(() =>
+            {
+                var rng = new Random(~seed);
+                try
+                {
+                    while (!stop.IsCancellationRequested)
+                    {
+                        ulong va = (ulong)rng.NextInt64((long)(span >> 12)) << 12;
+                        if (mm.TryGetUserPageFast(va, out Pfn page))
+                        {
+                            // The reference pins the page: it is allocated, not poisoned, and still this mapping's page or gone.
+                            if (arena.RefCount(page) < 1) errors.Enqueue($"gup-fast returned {page} with no reference");
+                            arena.PutPage(page);
+                        }
+
+                        using PteMapLocked map = mm.PteOffsetMapLock(va);
+                        if (!map.IsNull && map.Entry.IsBad) errors.Enqueue($"a locked table holds {map.Entry}");
+                        Interlocked.Increment(ref walks);
+                    }
+                }
+                catch (Exception ex)
+                {
+                    errors.Enqueue(ex.ToString());
+                }
+            });
+            foreach (Thread t in workers) t.Start();
+            walker.Start();
+            TestSupport.JoinAll(workers, TestSupport.ChurnTime + TimeSpan.FromSeconds(30));
+            stop.Cancel();
+            TestSupport.JoinAll([walker], TimeSpan.FromSeconds(30));
+        });
+
+        output.WriteLine($"{ops} operations, {walks} walks");
+        Assert.True(errors.IsEmpty, string.Join(Environment.NewLine, errors.Take(10)));
+        mm.Epochs.Barrier();
+        PageTableReport report = mm.VerifyTables();
+        output.WriteLine(report.ToString());
+        Assert.True(report.IsClean, report.ToString());
+        Assert.True(ops > 0 && walks > 0);
+        mm.Dispose();
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+}

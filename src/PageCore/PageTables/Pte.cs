@@ -108,7 +108,7 @@ public readonly record struct Pte(ulong Value)
     /// <param name="slot">The slot.</param>
     public Pte WithHashSlot(int slot) => new((Value & ~SlotMask) | (((ulong)slot << SlotShift) & SlotMask));
 
-    /// <inheritdoc />
+    /// <summary>"none", "bad" with the raw value, or the PFN (with the fragment index of a table pointer) and the bits.</summary>
     public override string ToString() =>
-        IsNone ? "none" : IsBad ? $"bad 0x{Value:X16}" : IsTable ? $"table {Fragment.Page}#{Fragment.Index}" : $"{Pfn} {Bits}";
+        IsNone ? "none" : IsBad ? $"bad 0x{Value:X16}" : Fragment.Index != 0 ? $"{Pfn}#{Fragment.Index} {Bits}" : $"{Pfn} {Bits}";
 }

@@ -32,7 +32,8 @@ public static class ScenarioCatalog
     public static IReadOnlyList<IScenario> All { get; } =
         [
             new AllocChurnScenario(), new PcpPingPongScenario(), new SpeculativeWalkerScenario(), new ExhaustionScenario(),
-            new TailRefcountScenario(), new PageCacheLookupScenario(), new PtFragScenario(),
+            new TailRefcountScenario(), new PageCacheLookupScenario(), new PtFragScenario(), new PteMapLockScenario(),
+            new PgtableFreeScenario(),
         ];
 
     /// <summary>Finds a scenario by name (case-insensitive), or null.</summary>

@@ -1,0 +1,221 @@
+namespace PageCore.Stress.Scenarios;
+
+/// <summary>
+/// The page-table churn both page-table scenarios run: mappers, faulters and zappers against khugepaged-like collapse,
+/// split, retract and huge maps on a few PMD ranges of one address space, with lockless walkers
+/// (<c>get_user_pages_fast</c>, <c>pte_offset_map</c> readers, <c>pte_offset_map_lock</c> readers) in the background.
+/// Every entry a walker reads must be a valid entry or none; every bug the address space reports on a deferred path is
+/// a violation; at the end the tables are verified (P5, H5) and every page must come back.
+/// </summary>
+internal sealed class PageTableWorkload
+{
+    public const int Map = 0, Fault = 1, Zap = 2, Collapse = 3, Split = 4, Retract = 5, MapHuge = 6, GupFast = 7, MapLock = 8, MapRead = 9;
+
+    private readonly StressContext _ctx;
+    private readonly PageArena _arena;
+    private readonly AddressSpace _mm;
+    private readonly int _ranges;
+    private readonly int[] _weights;
+    private int _bugsSeen;
+
+    /// <param name="ctx">The run.</param>
+    /// <param name="arena">A checked arena (freed tables are poisoned).</param>
+    /// <param name="mm">The address space under test.</param>
+    /// <param name="ranges">How many PMD ranges the threads share.</param>
+    /// <param name="weights">Relative weights of Map..MapHuge for the workers.</param>
+    public PageTableWorkload(StressContext ctx, PageArena arena, AddressSpace mm, int ranges, int[] weights)
+    {
+        _ctx = ctx;
+        _arena = arena;
+        _mm = mm;
+        _ranges = ranges;
+        _weights = weights;
+    }
+
+    public static OpKind[] Operations =>
+    [
+        new("map page", [], []), new("fault", [], []), new("zap", [], []), new("collapse", [], []), new("split huge", [], []),
+        new("retract", [], []), new("map huge", [], []), new("gup-fast walk", [ArenaCounter.SpeculativeGetRetries], []),
+        new("pte_offset_map_lock", [], [], TakesLock: true), new("pte_offset_map scan", [], []),
+    ];
+
+    /// <summary>Runs the workers and walkers, then the end-of-run checks on the address space; disposes it.</summary>
+    public TimeSpan Run(int walkers)
+    {
+        var workers = Enumerable.Range(0, _ctx.Threads)
+            .Select(i => ($"mm-{i}", (Action<Recorder>)(rec => Work(rec, i)))).ToList();
+        var background = Enumerable.Range(0, walkers)
+            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Walk(rec, i, stop)))).ToList();
+        TimeSpan elapsed = Harness.Run(_ctx, workers, background);
+        AuditBugs();
+        _mm.Epochs.Barrier();
+        AuditBugs();
+        PageTableReport report = _mm.VerifyTables();
+        foreach (string p in report.Problems.Take(report.Problems.Count - _mm.ReportedBugs.Count))
+        {
+            _ctx.Violation("page tables: " + p);
+        }
+
+        _ctx.Log.WriteLine($"page tables at the end: {report}");
+        _mm.Dispose();
+        _mm.Epochs.Barrier();
+        return elapsed;
+    }
+
+    private ulong RandomAddress(Random rng) => (ulong)rng.Next(_ranges) * _mm.HugePageSize + ((ulong)rng.Next(_mm.PtesPerTable) << 12);
+
+    private void Work(Recorder rec, int id)
+    {
+        var rng = new Random(_ctx.Seed * 31 + id);
+        int total = _weights.Sum();
+        ulong huge = _mm.HugePageSize;
+        while (DateTime.UtcNow < _ctx.Deadline)
+        {
+            int pick = rng.Next(total), op = 0;
+            while (pick >= _weights[op])
+            {
+                pick -= _weights[op++];
+            }
+
+            ulong va = RandomAddress(rng);
+            ulong range = va & ~(huge - 1);
+            long t = rec.Begin();
+            try
+            {
+                switch (op)
+                {
+                    case Map:
+                        if (_arena.TryAllocPages(0, out Pfn p))
+                        {
+                            _arena.GetSpan(p).Clear();
+                            _mm.MapPage(va, p);
+                            _arena.PutPage(p); // the mapping keeps its own reference
+                        }
+
+                        break;
+                    case Fault:
+                        _mm.Fault(va, write: rng.Next(2) == 0);
+                        break;
+                    case Zap:
+                        ulong len = Math.Min((ulong)(1 + rng.Next(2 * _mm.PtesPerTable)) << 12, (ulong)_ranges * huge - va);
+                        _mm.Zap(va, len);
+                        break;
+                    case Collapse:
+                        _mm.Collapse(range);
+                        break;
+                    case Split:
+                        _mm.SplitHuge(range);
+                        break;
+                    case Retract:
+                        _mm.RetractTable(range);
+                        break;
+                    case MapHuge:
+                        if (_arena.TryAllocFolio(_mm.HugeOrder, out Pfn folio))
+                        {
+                            _mm.MapHuge(range, folio);
+                            _arena.PutPage(folio);
+                        }
+
+                        break;
+                }
+            }
+            catch (OutOfPagesException)
+            {
+                // a full arena is a normal outcome here; the operation changed nothing
+            }
+            catch (PageBugException bug)
+            {
+                _ctx.Violation(bug);
+            }
+
+            rec.End(op, t);
+            if ((id & 3) == 0 && rng.Next(64) == 0)
+            {
+                AuditBugs();
+            }
+        }
+    }
+
+    private void Walk(Recorder rec, int id, CancellationToken stop)
+    {
+        var rng = new Random(_ctx.Seed * 17 + 1000 + id);
+        while (!stop.IsCancellationRequested)
+        {
+            ulong va = RandomAddress(rng);
+            int kind = rng.Next(3);
+            long t = rec.Begin();
+            try
+            {
+                if (kind == 0)
+                {
+                    if (_mm.TryGetUserPageFast(va, out Pfn page))
+                    {
+                        _arena.PutPage(page);
+                    }
+
+                    rec.End(GupFast, t);
+                }
+                else if (kind == 1)
+                {
+                    using PteMapLocked map = _mm.PteOffsetMapLock(va);
+                    for (int i = 0; !map.IsNull && i < map.Count && CheckEntry(map.Pmd, i, map[i]); i++)
+                    {
+                    }
+
+                    rec.End(MapLock, t);
+                }
+                else
+                {
+                    using PteMap map = _mm.PteOffsetMap(va);
+                    if (!map.IsNull)
+                    {
+                        // A walker that works on the table a while (a fault-around, a page-table dump): every entry it
+                        // reads must be an entry or none, however long it takes.
+                        for (int i = 0; i < 4 * map.Count && CheckEntry(map.Pmd, i % map.Count, map[i % map.Count]); i++)
+                        {
+                        }
+                    }
+
+                    rec.End(MapRead, t);
+                }
+            }
+            catch (PageBugException bug)
+            {
+                _ctx.Violation(bug);
+            }
+        }
+    }
+
+    /// <summary>An entry a walker read must be an entry or none; false (and a violation) when it is poison or garbage.</summary>
+    private bool CheckEntry(Pte pmd, int index, Pte e)
+    {
+        if (!e.IsBad)
+        {
+            return true;
+        }
+
+        _ctx.Violation($"a walker read entry {index} = {e} of page table {pmd.Fragment.Page}#{pmd.Fragment.Index}: the table was freed (and poisoned) while the walker could still reach it (P2, seed 004)", pmd.Fragment.Page);
+        return false;
+    }
+
+    private void AuditBugs()
+    {
+        PageBugException[] bugs = _mm.ReportedBugs.ToArray();
+        int seen = Volatile.Read(ref _bugsSeen);
+        while (seen < bugs.Length)
+        {
+            int now = Interlocked.CompareExchange(ref _bugsSeen, bugs.Length, seen);
+            if (now == seen)
+            {
+                for (int i = seen; i < bugs.Length; i++)
+                {
+                    _ctx.Violation(bugs[i]);
+                }
+
+                return;
+            }
+
+            seen = now;
+        }
+    }
+}
