@@ -124,6 +124,14 @@ public sealed unsafe partial class AddressSpace
                     continue;
                 }
 
+                if (!haveFresh && PeekPteNone(pmd, va))
+                {
+                    // do_anonymous_page: the PTE looks empty, so allocate before taking the lock (checked again under it).
+                    fresh = _arena.AllocPages(0);
+                    _arena.GetSpan(fresh).Clear();
+                    haveFresh = true;
+                }
+
                 LockedResult r = FaultLocked(va, write, haveFresh ? fresh : null, out Pfn result);
                 if (r == LockedResult.Done)
                 {
@@ -164,8 +172,15 @@ public sealed unsafe partial class AddressSpace
     /// <exception cref="ArgumentOutOfRangeException">The range is not page-aligned or leaves the address space.</exception>
     public long Zap(ulong va, ulong length)
     {
-        using var tlb = new MmuGather(this);
-        return Zap(va, length, tlb);
+        MmuGather tlb = RentGather();
+        try
+        {
+            return Zap(va, length, tlb);
+        }
+        finally
+        {
+            ReturnGather(tlb);
+        }
     }
 
     /// <summary>
@@ -336,8 +351,15 @@ public sealed unsafe partial class AddressSpace
     /// <exception cref="ArgumentOutOfRangeException">The address is outside the address space.</exception>
     public CollapseResult Collapse(ulong va)
     {
-        using var tlb = new MmuGather(this);
-        return Collapse(va, tlb);
+        MmuGather tlb = RentGather();
+        try
+        {
+            return Collapse(va, tlb);
+        }
+        finally
+        {
+            ReturnGather(tlb);
+        }
     }
 
     /// <summary><see cref="Collapse(ulong)"/> with the old pages going to the caller's gather.</summary>
@@ -512,6 +534,30 @@ public sealed unsafe partial class AddressSpace
 
     // ---------------------------------------------------------------------------------------------------------------
 
+    /// <summary>The calling thread's spare gather for this address space's own zaps (an on-stack gather in the kernel).</summary>
+    [ThreadStatic]
+    private static MmuGather? t_spareGather;
+
+    private MmuGather RentGather()
+    {
+        MmuGather? g = t_spareGather;
+        if (g is null)
+        {
+            return new MmuGather(this);
+        }
+
+        t_spareGather = null; // a nested zap on this thread makes its own
+        g.Rebind(this);
+        return g;
+    }
+
+    private void ReturnGather(MmuGather g)
+    {
+        g.Dispose(); // tlb_finish_mmu: flush what is left
+        g.Rebind(null!);
+        t_spareGather = g;
+    }
+
     private enum LockedResult
     {
         Done,
@@ -577,6 +623,14 @@ public sealed unsafe partial class AddressSpace
             FreeTableNow(table, throwOnBug: true); // never published
         }
     }
+
+    /// <summary>
+    /// A lockless hint: does the PTE of <paramref name="va"/> in the table <paramref name="pmd"/> named look empty? Read
+    /// outside any section: the arena's memory is never unmapped, and the answer is only used to allocate early; the
+    /// locked path decides.
+    /// </summary>
+    private bool PeekPteNone(Pte pmd, ulong va) =>
+        pmd.IsTable && Volatile.Read(ref TableBase(pmd.Fragment)[PteIndex(va)]) == 0;
 
     private LockedResult SetIfNone(ulong va, Pte entry)
     {

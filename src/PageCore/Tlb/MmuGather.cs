@@ -17,7 +17,7 @@ public sealed class MmuGather : IDisposable
     /// <summary>Pages batched before the gather asks for a flush (<c>MAX_GATHER_BATCH</c>-like).</summary>
     public const int BatchPages = 512;
 
-    private readonly AddressSpace _mm;
+    private AddressSpace _mm;
     private readonly List<Pfn> _pages = new(64);
     private readonly List<PtFragment> _tables = new(4);
     private bool _finished;
@@ -95,6 +95,14 @@ public sealed class MmuGather : IDisposable
         }
 
         _tables.Clear();
+    }
+
+    /// <summary>Reuses a finished gather for another zap (the address space's own zaps keep one per thread).</summary>
+    internal void Rebind(AddressSpace mm)
+    {
+        _mm = mm;
+        _finished = false;
+        Flushes = 0;
     }
 
     /// <summary><c>tlb_finish_mmu</c>: flushes what is left. Idempotent.</summary>
