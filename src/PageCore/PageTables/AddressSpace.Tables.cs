@@ -44,6 +44,7 @@ public sealed unsafe partial class AddressSpace
     private int _pteBits;
     private int _pmdBits;
     private int _topBits;
+    private ulong _vaLimit;
     private long _top; // PFN + 1 of the top table, 0 until the first page-table operation
     private long _nrPtes;
     private long _deposits;
@@ -63,7 +64,7 @@ public sealed unsafe partial class AddressSpace
     public int HugeOrder => _pteBits;
 
     /// <summary>The size of the virtual address space in bytes: addresses run from 0 to this value - 1.</summary>
-    public ulong AddressSpaceSize => 1UL << (_pageShift + _pteBits + _pmdBits + _topBits);
+    public ulong AddressSpaceSize => _vaLimit;
 
     /// <summary><c>mm_pgtables_bytes</c> in tables (<c>nr_ptes</c>): PTE tables allocated and not yet freed (P5).</summary>
     public long PageTableCount => Interlocked.Read(ref _nrPtes);
@@ -83,6 +84,7 @@ public sealed unsafe partial class AddressSpace
         _pteBits = BitOperations.Log2((uint)FragmentSize / 8);
         _pmdBits = _pageShift - 4;
         _topBits = _pageShift - 3;
+        _vaLimit = 1UL << (_pageShift + _pteBits + _pmdBits + _topBits);
     }
 
     private int TopIndex(ulong va) => (int)(va >> (_pageShift + _pteBits + _pmdBits));
@@ -94,7 +96,7 @@ public sealed unsafe partial class AddressSpace
     private void CheckAddress(ulong va, string name)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _destroyed) != 0, this);
-        if (va >= AddressSpaceSize)
+        if (va >= _vaLimit)
         {
             throw new ArgumentOutOfRangeException(name, va, $"The address is outside the address space (0 to 0x{AddressSpaceSize - 1:x}).");
         }
