@@ -139,16 +139,16 @@ public sealed unsafe partial class AddressSpace
             return false;
         }
 
-        if (!_arena.TryGetFolioSpeculative(pte.Pfn, out _))
+        if (!_arena.TryGetFolioSpeculative(pte.Pfn, out Pfn head))
         {
             return false;
         }
 
         // The get was a full fence: the rechecks below read values at least as new as the reference. If the PTE or PMD
-        // changed, the page may already be on its way out (zap, collapse): drop the reference.
+        // changed, the page may already be on its way out (zap, collapse): drop the reference we took, on that head.
         if (Volatile.Read(ref *ptep) != pte.Value || Volatile.Read(ref *pmdSlot) != pmd.Value)
         {
-            _arena.PutPage(pte.Pfn);
+            _arena.PutPage(head);
             return false;
         }
 
@@ -165,14 +165,14 @@ public sealed unsafe partial class AddressSpace
         }
 
         Pfn sub = pmd.Pfn + (uint)PteIndex(va);
-        if (!_arena.TryGetFolioSpeculative(sub, out _))
+        if (!_arena.TryGetFolioSpeculative(sub, out Pfn head))
         {
             return false;
         }
 
         if (Volatile.Read(ref *pmdSlot) != pmd.Value)
         {
-            _arena.PutPage(sub);
+            _arena.PutPage(head);
             return false;
         }
 
