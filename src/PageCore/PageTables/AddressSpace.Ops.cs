@@ -390,18 +390,20 @@ public sealed unsafe partial class AddressSpace
 
         _arena.GetSpan(folio, HugeOrder).Clear();
         var old = new ulong[PtesPerTable];
-        CollapseResult result = CollapseLocked(pmdSlot, folio, old);
+        CollapseResult result = CollapseLocked(pmdSlot, va & ~(HugePageSize - 1), folio, old);
         if (result != CollapseResult.Collapsed)
         {
             _arena.FreePages(folio, HugeOrder);
             return result;
         }
 
-        foreach (ulong e in old)
+        ulong start = va & ~(HugePageSize - 1);
+        tlb.TrackRange(start, start + HugePageSize);
+        for (int i = 0; i < old.Length; i++)
         {
-            if (e != 0)
+            if (old[i] != 0)
             {
-                tlb.RemovePage(new Pte(e).Pfn); // each cleared PTE's reference, dropped after the flush
+                tlb.RemovePage(new Pte(old[i]).Pfn, start + ((ulong)i << _pageShift)); // each cleared PTE's reference, dropped after the flush
             }
         }
 
@@ -524,6 +526,16 @@ public sealed unsafe partial class AddressSpace
             return;
         }
 
+        if (_hash is not null)
+        {
+            _hash.InvalidateAll(_asid); // no hash entry may outlive the pages teardown frees (T1)
+            HashBatch batch = HashBatch.Current;
+            if (batch.Mm == this)
+            {
+                batch.Flush();
+            }
+        }
+
         TearDownTables();
         DestroyFragmentCache();
         if (_ownsEpochs)
@@ -554,7 +566,7 @@ public sealed unsafe partial class AddressSpace
     private void ReturnGather(MmuGather g)
     {
         g.Dispose(); // tlb_finish_mmu: flush what is left
-        g.Rebind(null!);
+        g.Rebind(null);
         t_spareGather = g;
     }
 
@@ -666,10 +678,10 @@ public sealed unsafe partial class AddressSpace
                 throw new InvalidOperationException($"PageCore: a write fault at 0x{va:x} on a read-only mapping.");
             }
 
-            Pte young = cur.With(PteBits.Accessed | (write ? PteBits.Dirty : PteBits.None));
-            if (young != cur)
+            PteBits young = PteBits.Accessed | (write ? PteBits.Dirty : PteBits.None);
+            if ((cur.Bits & young) != young)
             {
-                map.Set(map.Index, young); // pte_mkyoung / pte_mkdirty under the lock
+                map.Update(map.Index, PteBits.None, young); // ptep_set_access_flags under the lock
             }
 
             result = cur.Pfn;
@@ -729,15 +741,27 @@ public sealed unsafe partial class AddressSpace
         int first = map.Index;
         int last = first + (int)((end - addr) >> _pageShift);
         long n = 0;
-        for (int i = first; i < last; i++)
+        EnterLazyMmu(); // inside the PTE lock: invalidations of hashed entries are batched...
+        try
         {
-            Pte pte = map[i];
-            if (pte.IsPresent)
+            for (int i = first; i < last; i++)
             {
-                map.Set(i, Pte.None); // unhook first; the page is freed only after the gather's flush
-                tlb.RemovePage(pte.Pfn);
-                n++;
+                Pte pte = map[i];
+                if (pte.IsPresent)
+                {
+                    // Unhook first (ptep_get_and_clear_full); the page is freed only after the gather's flush.
+                    ulong va = addr + ((ulong)(i - first) << _pageShift);
+                    map.Set(i, Pte.None);
+                    tlb.RemovePage(pte.Pfn, va);
+                    n++;
+                }
             }
+
+            tlb.TrackRange(addr, end);
+        }
+        finally
+        {
+            LeaveLazyMmu(); // ...and drained here, before the lock is released (seed 003)
         }
 
         return n;
@@ -806,7 +830,7 @@ public sealed unsafe partial class AddressSpace
         }
     }
 
-    private CollapseResult CollapseLocked(ulong* pmdSlot, Pfn folio, ulong[] old)
+    private CollapseResult CollapseLocked(ulong* pmdSlot, ulong collapseVa, Pfn folio, ulong[] old)
     {
         ref PageDescriptor pml = ref PmdLock(pmdSlot);
         try
@@ -826,15 +850,26 @@ public sealed unsafe partial class AddressSpace
                 // either sees the cleared PTE on its recheck or is seen here (the fence orders the clears before the loads).
                 int present = 0;
                 PteBits dirty = PteBits.None;
-                for (int i = 0; i < old.Length; i++)
+                EnterLazyMmu();
+                try
                 {
-                    old[i] = ptes[i];
-                    if (old[i] != 0)
+                    for (int i = 0; i < old.Length; i++)
                     {
-                        dirty |= new Pte(old[i]).Bits & PteBits.Dirty;
-                        Volatile.Write(ref ptes[i], 0UL);
-                        present++;
+                        if (Volatile.Read(ref ptes[i]) != 0)
+                        {
+                            old[i] = PteSet(ptes + i, collapseVa + ((ulong)i << _pageShift), 0UL);
+                            dirty |= new Pte(old[i]).Bits & PteBits.Dirty;
+                            present++;
+                        }
+                        else
+                        {
+                            old[i] = 0;
+                        }
                     }
+                }
+                finally
+                {
+                    LeaveLazyMmu();
                 }
 
                 if (present == 0)
@@ -849,7 +884,8 @@ public sealed unsafe partial class AddressSpace
                     {
                         if (old[i] != 0)
                         {
-                            Volatile.Write(ref ptes[i], old[i]);
+                            // The old entries' hash invalidations were queued and drained: restore them unhashed.
+                            Volatile.Write(ref ptes[i], new Pte(old[i]).Without(PteBits.Hashed).WithHashSlot(0).Value);
                         }
                     }
 

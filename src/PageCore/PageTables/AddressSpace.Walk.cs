@@ -78,7 +78,7 @@ public sealed unsafe partial class AddressSpace
 
             if (PmdSame(pmd.Value, Volatile.Read(ref *pmdSlot)))
             {
-                return new PteMapLocked(guard, TableBase(pmd.Fragment), ref ptl, PteIndex(va), PtesPerTable, pmd);
+                return new PteMapLocked(guard, TableBase(pmd.Fragment), ref ptl, PteIndex(va), PtesPerTable, pmd, _hash is null ? null : this, va & ~(HugePageSize - 1), _pageShift);
             }
 
             PtLock.Unlock(ref ptl);

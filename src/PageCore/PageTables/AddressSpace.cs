@@ -69,6 +69,7 @@ public sealed unsafe partial class AddressSpace : IPteFragments
         _legacySkipPmdRecheck = options.LegacySkipPmdRecheck;
         _legacyFreeTablesAtOnce = options.LegacyFreeTablesAtOnce;
         InitGeometry();
+        InitHash(options);
     }
 
     /// <summary>The arena the address space's tables and pages come from.</summary>

@@ -27,4 +27,22 @@ public sealed class AddressSpaceOptions
     /// waiting for a grace period, while lockless walkers may still read them or take their lock. Never use it otherwise.
     /// </summary>
     public bool LegacyFreeTablesAtOnce { get; init; }
+
+    /// <summary>
+    /// The software hash MMU this address space's PTEs are hashed into (powerpc's hash page table), or null for none.
+    /// With one, <see cref="AddressSpace.Access"/> plays the CPU, and every PTE change invalidates the hash entry.
+    /// </summary>
+    public HashMmu? HashMmu { get; init; }
+
+    /// <summary>
+    /// Batch hash invalidations in lazy-MMU mode (entered and left inside the PTE lock; leaving drains the batch). False
+    /// flushes every invalidation at once (one <c>tlbsync</c> per PTE). Default true.
+    /// </summary>
+    public bool HashBatching { get; init; } = true;
+
+    /// <summary>
+    /// Legacy form of seed 003, for the race lab only: the hash batch is drained only when the mmu_gather flushes, after
+    /// the PTE lock is dropped, so a fault can hash a second entry for an address. Never use it otherwise.
+    /// </summary>
+    public bool LegacyHashBatchInGather { get; init; }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using PageCore.Descriptors;
 
 namespace PageCore;
@@ -65,13 +66,19 @@ public unsafe ref struct PteMapLocked
 {
     private readonly ulong* _entries;
     private readonly ref PageDescriptor _lock;
+    private readonly AddressSpace? _hashed;
+    private readonly ulong _vaBase;
+    private readonly int _pageShift;
     private EpochGuard _guard;
 
-    internal PteMapLocked(EpochGuard guard, ulong* entries, ref PageDescriptor lockOwner, int index, int count, Pte pmd)
+    internal PteMapLocked(EpochGuard guard, ulong* entries, ref PageDescriptor lockOwner, int index, int count, Pte pmd, AddressSpace? hashed, ulong vaBase, int pageShift)
     {
         _guard = guard;
         _entries = entries;
         _lock = ref lockOwner;
+        _hashed = hashed;
+        _vaBase = vaBase;
+        _pageShift = pageShift;
         Index = index;
         Count = count;
         Pmd = pmd;
@@ -97,18 +104,53 @@ public unsafe ref struct PteMapLocked
     public readonly Pte this[int index] => new(Volatile.Read(ref Slot(index)));
 
     /// <summary>
-    /// <c>set_pte_at</c>: writes entry <paramref name="index"/> with a release store, so a lockless walker that reads the
-    /// entry sees everything written before it (the page's contents, its setup).
+    /// <c>set_pte_at</c> / <c>pte_update</c>: writes entry <paramref name="index"/> with a release store, so a lockless
+    /// walker that reads the entry sees everything written before it (the page's contents, its setup). With a hash MMU the
+    /// write waits out a hash fault holding the entry's busy bit, and queues the invalidation of a hashed entry.
     /// </summary>
     /// <param name="index">0 to <see cref="Count"/> - 1.</param>
     /// <param name="value">The new entry.</param>
-    public readonly void Set(int index, Pte value) => Volatile.Write(ref Slot(index), value.Value);
+    public readonly void Set(int index, Pte value)
+    {
+        ref ulong slot = ref Slot(index);
+        if (_hashed is null)
+        {
+            Volatile.Write(ref slot, value.Value);
+        }
+        else
+        {
+            _hashed.PteSet((ulong*)Unsafe.AsPointer(ref slot), _vaBase + ((ulong)index << _pageShift), value.Value);
+        }
+    }
+
+    /// <summary>
+    /// <c>pte_update</c>: clears <paramref name="clear"/> and sets <paramref name="set"/> in entry <paramref name="index"/>
+    /// as one atomic change of the value it finds (with a hash MMU a hash fault may change the entry without the lock:
+    /// a read-modify-write through <see cref="Set"/> could lose its hashed bit).
+    /// </summary>
+    /// <param name="index">0 to <see cref="Count"/> - 1.</param>
+    /// <param name="clear">Bits to clear.</param>
+    /// <param name="set">Bits to set.</param>
+    /// <returns>The entry before the change.</returns>
+    public readonly Pte Update(int index, PteBits clear, PteBits set)
+    {
+        ref ulong slot = ref Slot(index);
+        if (_hashed is null)
+        {
+            ulong old = slot;
+            Volatile.Write(ref slot, (old & ~(ulong)clear) | (ulong)set);
+            return new Pte(old);
+        }
+
+        return new Pte(_hashed.PteUpdate((ulong*)Unsafe.AsPointer(ref slot), _vaBase + ((ulong)index << _pageShift), (ulong)clear, (ulong)set));
+    }
 
     /// <summary><c>pte_unmap_unlock</c>: releases the split lock (release store), then leaves the epoch section.</summary>
     public void Dispose()
     {
         if (_entries != null)
         {
+            _hashed?.CheckBatchAtUnlock();
             PtLock.Unlock(ref _lock);
         }
 

@@ -19,8 +19,11 @@ public sealed class MmuGather : IDisposable
 
     private AddressSpace _mm;
     private readonly List<Pfn> _pages = new(64);
+    private readonly List<ulong> _addresses = new(64);
     private readonly List<PtFragment> _tables = new(4);
     private bool _finished;
+    private ulong _start = ulong.MaxValue;
+    private ulong _end;
 
     /// <summary><c>tlb_gather_mmu</c>: a gather for zapping <paramref name="mm"/>.</summary>
     /// <param name="mm">The address space being zapped.</param>
@@ -28,6 +31,7 @@ public sealed class MmuGather : IDisposable
     {
         ArgumentNullException.ThrowIfNull(mm);
         _mm = mm;
+        mm.IncTlbFlushPending();
     }
 
     /// <summary>The address space this gather zaps.</summary>
@@ -50,10 +54,28 @@ public sealed class MmuGather : IDisposable
     /// next flush.
     /// </summary>
     /// <param name="page">The page the cleared entry mapped (a tail goes to its folio's head when put).</param>
-    public void RemovePage(Pfn page)
+    public void RemovePage(Pfn page) => RemovePage(page, NoAddress);
+
+    /// <summary>
+    /// <c>__tlb_remove_page</c> for a page unhooked from <paramref name="va"/>: as <see cref="RemovePage(Pfn)"/>, and the
+    /// flush checks that no hash entry still translates <paramref name="va"/> to the page before it is freed (T1).
+    /// </summary>
+    /// <param name="page">The page the cleared entry mapped.</param>
+    /// <param name="va">The address it was mapped at.</param>
+    public void RemovePage(Pfn page, ulong va)
     {
         ObjectDisposedException.ThrowIf(_finished, this);
         _pages.Add(page);
+        _addresses.Add(va);
+    }
+
+    /// <summary><c>tlb_flush_pte_range</c>: widens the range this gather unhooked, for a full flush at a nested finish.</summary>
+    /// <param name="start">First address.</param>
+    /// <param name="end">Address after the last.</param>
+    public void TrackRange(ulong start, ulong end)
+    {
+        _start = Math.Min(_start, start);
+        _end = Math.Max(_end, end);
     }
 
     /// <summary>
@@ -78,17 +100,25 @@ public sealed class MmuGather : IDisposable
             return;
         }
 
-        // tlb_flush_mmu_tlbonly: there is no hardware TLB here; the count records that the flush came before the frees.
+        // tlb_flush_mmu_tlbonly: the hash MMU's pending invalidations of this thread (hash__tlb_flush drains the batch
+        // "because the pages are going to be freed"); there is no other TLB here.
         Flushes++;
+        _mm.DrainHashBatch();
 
         // tlb_flush_mmu_free: pages first, then tables (tlb_table_flush).
         PageArena arena = _mm.Arena;
-        foreach (Pfn p in _pages)
+        for (int i = 0; i < _pages.Count; i++)
         {
-            arena.PutPage(p);
+            if (_addresses[i] != NoAddress)
+            {
+                _mm.CheckNoTranslation(_addresses[i], _pages[i]);
+            }
+
+            arena.PutPage(_pages[i]);
         }
 
         _pages.Clear();
+        _addresses.Clear();
         foreach (PtFragment t in _tables)
         {
             _mm.FreeTable(t);
@@ -98,20 +128,37 @@ public sealed class MmuGather : IDisposable
     }
 
     /// <summary>Reuses a finished gather for another zap (the address space's own zaps keep one per thread).</summary>
-    internal void Rebind(AddressSpace mm)
+    internal void Rebind(AddressSpace? mm)
     {
-        _mm = mm;
-        _finished = false;
+        _mm = mm!;
+        _finished = mm is null;
         Flushes = 0;
+        _start = ulong.MaxValue;
+        _end = 0;
+        mm?.IncTlbFlushPending();
     }
 
-    /// <summary><c>tlb_finish_mmu</c>: flushes what is left. Idempotent.</summary>
+    /// <summary>
+    /// <c>tlb_finish_mmu</c>: flushes what is left. If another gather on the same address space ran meanwhile
+    /// (<c>mm_tlb_flush_nested</c>), the whole range this gather covered is flushed, not only what it unhooked itself: the
+    /// other one may have cleared entries here whose invalidation it has not flushed yet. Idempotent.
+    /// </summary>
     public void Dispose()
     {
-        if (!_finished)
+        if (_finished)
         {
-            Flush();
-            _finished = true;
+            return;
         }
+
+        if (_mm.TlbFlushNested)
+        {
+            _mm.FlushHashRange(_start, _end);
+        }
+
+        Flush();
+        _finished = true;
+        _mm.DecTlbFlushPending();
     }
+
+    private const ulong NoAddress = ulong.MaxValue;
 }
