@@ -294,3 +294,39 @@ public sealed class HashMmuConcurrencyTests(ITestOutputHelper output)
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 }
+
+public sealed class HashBatchTests
+{
+    [Fact]
+    public void ABatchHoldsOneAddressSpaceAndAtMost192Entries()
+    {
+        using ArenaLease lease = TestSupport.Lease(pages: 4096, isChecked: true);
+        PageArena arena = lease.Arena;
+        var hash = new HashMmu(1024);
+        var a = new AddressSpace(arena, new AddressSpaceOptions { HashMmu = hash });
+        var b = new AddressSpace(arena, new AddressSpaceOptions { HashMmu = hash });
+        for (ulong i = 0; i < 200; i++) a.Access(i << 12, write: true);
+        b.Access(0, write: true);
+        var hashedPtes = a.Mappings().Select(m => (m.Address, m.Entry.Value)).ToList();
+
+        HashBatch batch = HashBatch.Current;
+        for (int i = 0; i < HashBatch.Capacity - 1; i++) batch.Add(a, hashedPtes[i].Address, hashedPtes[i].Value);
+        Assert.Equal(HashBatch.Capacity - 1, batch.Count);
+        Assert.Equal(200, hash.CountEntries(a.Asid)); // queued, nothing invalidated yet
+        batch.Add(a, hashedPtes[191].Address, hashedPtes[191].Value);
+        Assert.Equal(0, batch.Count);                 // full at 192: flushed
+        Assert.Equal(8, hash.CountEntries(a.Asid));
+
+        batch.Add(a, hashedPtes[192].Address, hashedPtes[192].Value);
+        Pte bPte = b.Mappings().Single().Entry;
+        batch.Add(b, 0, bPte.Value);                  // another address space: a's entry is flushed first
+        Assert.Equal(7, hash.CountEntries(a.Asid));
+        Assert.Equal(1, batch.Count);
+        batch.Flush();
+        Assert.Equal(0, hash.CountEntries(b.Asid));
+        Assert.Equal(0, hash.ViolationCount);
+        a.Dispose();
+        b.Dispose();
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+}
