@@ -35,6 +35,7 @@ public sealed unsafe partial class PageArena : IDisposable
     private readonly PageCaches? _caches;
     private readonly PageArenaOptions _options;
     private readonly ContentionCounters? _counters;
+    private readonly ContentionCounters? _orderCounters; // [order] blocks allocated, [orders + order] freed, off the caches' path
     private readonly long _pageCount;
     private readonly int _pageShift;
     private readonly int _maxOrder;
@@ -59,6 +60,7 @@ public sealed unsafe partial class PageArena : IDisposable
         _maxOrder = options.MaxOrder;
         _checked = options.Checked;
         _counters = options.CollectStatistics ? new ContentionCounters() : null;
+        _orderCounters = options.CollectStatistics ? new ContentionCounters(2 * (options.MaxOrder + 1)) : null;
 
         nuint pageSize = (nuint)1 << _pageShift;
         nuint dataBytes = (nuint)_pageCount << _pageShift;
@@ -97,7 +99,9 @@ public sealed unsafe partial class PageArena : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         PageArenaOptions copy = options.Clone();
         copy.Validate();
-        return new PageArena(copy);
+        var arena = new PageArena(copy);
+        PageCoreMetrics.Register(arena);
+        return arena;
     }
 
     /// <summary>A copy of the options the arena was created with.</summary>
@@ -124,11 +128,47 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <summary>Whether the kernel accepted <c>madvise(MADV_HUGEPAGE)</c> for the data pages.</summary>
     public bool HugePagesAdvised => _dataRegion.HugePagesAdvised;
 
+    /// <summary>True once the arena's memory was released.</summary>
+    internal bool IsDisposed => Volatile.Read(ref _state) == 2;
+
     /// <summary>
     /// Free pages: free in the shared allocator plus held free in the per-CPU caches (<c>NR_FREE_PAGES</c> + pcp
     /// counts). A racy sum while other threads allocate; exact when the arena is quiescent.
     /// </summary>
     public long FreePageCount => _core.FreePages + (_caches?.CachedPages ?? 0);
+
+    /// <summary>
+    /// The figures behind the <c>PageCore</c> meter (<see cref="PageCoreMetrics"/>), summed over threads with racy reads:
+    /// blocks allocated and freed per order, cache hits and misses. All zero when
+    /// <see cref="PageArenaOptions.CollectStatistics"/> is off, except what the caches count for themselves.
+    /// </summary>
+    internal (long[] Allocated, long[] Freed, long Hits, long Misses) UsageByOrder()
+    {
+        long[] allocated = new long[MaxOrder + 1];
+        long[] freed = new long[MaxOrder + 1];
+        long hits = 0, misses = 0;
+        if (_orderCounters?.Sum() is { } core)
+        {
+            for (int o = 0; o <= MaxOrder; o++)
+            {
+                allocated[o] = core[o];
+                freed[o] = core[MaxOrder + 1 + o];
+            }
+        }
+
+        if (_caches?.SumCounts() is { } cached)
+        {
+            for (int o = 0; o < PageCaches.Orders && o <= MaxOrder; o++)
+            {
+                hits += cached[o];
+                misses += cached[PageCaches.Orders + o];
+                allocated[o] += cached[(2 * PageCaches.Orders) + o];
+                freed[o] += cached[(3 * PageCaches.Orders) + o];
+            }
+        }
+
+        return (allocated, freed, hits, misses);
+    }
 
     /// <summary>
     /// The contention counters summed over every thread (all zero when <see cref="PageArenaOptions.CollectStatistics"/>
@@ -180,10 +220,27 @@ public sealed unsafe partial class PageArena : IDisposable
             if (p == PageCaches.NoPage)
             {
                 p = caches.AllocSlow(m, order);
+                if (m is not null)
+                {
+                    m.Counts[PageCaches.Orders + order]++; // a miss (plain: the owner's own counter)
+                }
+            }
+            else
+            {
+                m!.Counts[order]++; // a hit
             }
 
             if (p != PageCaches.NoPage)
             {
+                if (m is not null)
+                {
+                    m.Counts[(2 * PageCaches.Orders) + order]++;
+                }
+                else
+                {
+                    _orderCounters?.AddAt(order); // the thread's first allocation: its magazine did not exist yet
+                }
+
                 PrepCachedPage(p, order);
                 return p;
             }
@@ -203,6 +260,7 @@ public sealed unsafe partial class PageArena : IDisposable
 
         if (_core.TryAlloc(order, out uint p) || TryAllocAfterReclaim(order, out p))
         {
+            _orderCounters?.AddAt(order);
             PrepNewPage(p, order);
             return p;
         }
@@ -278,6 +336,15 @@ public sealed unsafe partial class PageArena : IDisposable
 
             d.Flags = (uint)PageFlags.Cached | (_checked ? (uint)PageFlags.Poisoned : 0);
             Magazine? m = pool ?? caches.ThreadMagazine();
+            if (m is not null)
+            {
+                m.Counts[(3 * PageCaches.Orders) + order]++;
+            }
+            else
+            {
+                _orderCounters?.AddAt(MaxOrder + 1 + order);
+            }
+
             bool pushed = pool is not null ? PageCaches.PoolPush(pool, order, p) : m is not null && PageCaches.TryPush(m, order, p);
             if (!pushed)
             {
@@ -444,6 +511,7 @@ public sealed unsafe partial class PageArena : IDisposable
             }
         }
 
+        PageCoreMetrics.Unregister(this); // waits out an observation in progress: no reads of released memory
         _pageLimit = 0;
         _orderLimit = 0;
         _caches?.Dispose();
@@ -547,7 +615,7 @@ public sealed unsafe partial class PageArena : IDisposable
             case RefPut.Zero:
                 d.Flags = poisoned;
                 d.Order = 0;
-                FreeToCore(p, order);
+                FreeToCore(p, order, counted: true); // a spill: the user's free was counted when it reached the cache
                 break;
             case RefPut.Live:
                 break;
@@ -576,6 +644,7 @@ public sealed unsafe partial class PageArena : IDisposable
             PoisonBlock(p, order);
         }
 
+        _orderCounters?.AddAt(MaxOrder + 1 + order);
         PageCaches? caches = _caches;
         if (order < PageCaches.Orders && caches is not null)
         {
@@ -584,16 +653,21 @@ public sealed unsafe partial class PageArena : IDisposable
         }
         else
         {
-            FreeToCore(p, order);
+            FreeToCore(p, order, counted: true);
         }
     }
 
     /// <summary>Gives a block whose descriptor is clean to the shared allocator.</summary>
-    private void FreeToCore(uint p, int order)
+    private void FreeToCore(uint p, int order, bool counted = false)
     {
         if (_caches is not null)
         {
             _counters?.Add(ArenaCounter.CoreFrees);
+        }
+
+        if (!counted)
+        {
+            _orderCounters?.AddAt(MaxOrder + 1 + order);
         }
 
         if (!_core.TryFree(p, order))

@@ -11,11 +11,50 @@ internal sealed class ContentionCounters
 {
     private const int Pad = 16; // 128 bytes of longs before and after the counters: no false sharing between blocks
 
-    private static readonly int Count = Enum.GetValues<ArenaCounter>().Length;
+    private static readonly int DefaultCount = Enum.GetValues<ArenaCounter>().Length;
+
+    private readonly int Count;
 
     [ThreadStatic] private static Block? t_block;
 
     private Block[] _blocks = [];
+
+    /// <summary>Counters for every <see cref="ArenaCounter"/>.</summary>
+    public ContentionCounters()
+        : this(DefaultCount)
+    {
+    }
+
+    /// <summary><paramref name="count"/> counters addressed by index (<see cref="AddAt"/>).</summary>
+    public ContentionCounters(int count) => Count = count;
+
+    /// <summary>Adds to counter <paramref name="index"/> of the calling thread's block.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public void AddAt(int index, long value = 1)
+    {
+        Block? b = t_block;
+        if (b is null || b.Owner != this)
+        {
+            b = Find();
+        }
+
+        b.Values[Pad + index] += value;
+    }
+
+    /// <summary>Every counter summed over the threads (a racy read).</summary>
+    public long[] Sum()
+    {
+        long[] sum = new long[Count];
+        foreach (Block b in Volatile.Read(ref _blocks))
+        {
+            for (int i = 0; i < Count; i++)
+            {
+                sum[i] += Volatile.Read(ref b.Values[Pad + i]);
+            }
+        }
+
+        return sum;
+    }
 
     /// <summary>Adds one to a counter of the calling thread.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]

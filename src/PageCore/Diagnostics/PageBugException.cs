@@ -19,7 +19,35 @@ public sealed class PageBugException : InvalidOperationException
         Operation = operation;
         Reason = reason;
         DescriptorDump = descriptorDump;
+        Interlocked.Increment(ref s_reported);
+        Action<PageBugException>? handlers = Reported;
+        if (handlers is not null)
+        {
+            foreach (Action<PageBugException> h in handlers.GetInvocationList().Cast<Action<PageBugException>>())
+            {
+                try
+                {
+                    h(this);
+                }
+                catch (Exception)
+                {
+                    // A handler must not turn a bug report into another failure; the report goes on to its caller.
+                }
+            }
+        }
     }
+
+    private static long s_reported;
+
+    /// <summary>
+    /// Raised on the reporting thread whenever a bug report is created, before it is thrown or recorded (a hook for
+    /// dumps and logs: <c>pagecore-stress run --dump-on-bug</c> writes a process dump from it). Handlers' exceptions are
+    /// swallowed.
+    /// </summary>
+    public static event Action<PageBugException>? Reported;
+
+    /// <summary>Bug reports created in this process so far (the <c>pagecore.bugs</c> instrument).</summary>
+    public static long ReportedCount => Interlocked.Read(ref s_reported);
 
     /// <summary>The page concerned.</summary>
     public Pfn Pfn { get; }

@@ -104,6 +104,13 @@ internal sealed class Magazine
     /// <summary>Slots per order (a copy of the owner's stride, read on the hot path).</summary>
     public readonly int Stride;
 
+    /// <summary>
+    /// Metrics, written by the magazine's owner with plain increments and read racily by observers: per order (0..3)
+    /// <c>[order]</c> cache hits, <c>[4 + order]</c> misses, <c>[8 + order]</c> blocks allocated through the cache (hit or
+    /// refill), <c>[12 + order]</c> blocks freed into it.
+    /// </summary>
+    public readonly long[] Counts = new long[4 * PageCaches.Orders];
+
     /// <summary>The thread's next magazine (for another arena), a per-thread list.</summary>
     public Magazine? NextOfThread;
 

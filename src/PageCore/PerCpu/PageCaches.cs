@@ -58,6 +58,7 @@ internal sealed unsafe class PageCaches : IDisposable
     private readonly long* _depot;
     private readonly ContentionCounters? _counters;
     private Magazine[] _magazines = [];
+    private readonly long[] _retiredCounts = new long[4 * Orders];
     private int _stealer;
     private volatile bool _disposed;
 
@@ -257,6 +258,26 @@ internal sealed unsafe class PageCaches : IDisposable
 
         Volatile.Write(ref m.Hot.StealPending, 1);
         Forget([m]);
+    }
+
+    /// <summary>The magazines' metric counts (see <see cref="Magazine.Counts"/>), live and retired, summed (a racy read).</summary>
+    public long[] SumCounts()
+    {
+        long[] sum = new long[4 * Orders];
+        for (int i = 0; i < sum.Length; i++)
+        {
+            sum[i] = Volatile.Read(ref _retiredCounts[i]);
+        }
+
+        foreach (Magazine m in Volatile.Read(ref _magazines))
+        {
+            for (int i = 0; i < sum.Length; i++)
+            {
+                sum[i] += Volatile.Read(ref m.Counts[i]);
+            }
+        }
+
+        return sum;
     }
 
     /// <summary>Pools not yet disposed.</summary>
@@ -740,6 +761,14 @@ internal sealed unsafe class PageCaches : IDisposable
     /// after the drain's snapshot may still hold blocks).</summary>
     private void Forget(ICollection<Magazine> emptied)
     {
+        foreach (Magazine m in emptied)
+        {
+            for (int i = 0; i < m.Counts.Length; i++)
+            {
+                Interlocked.Add(ref _retiredCounts[i], Volatile.Read(ref m.Counts[i]));
+            }
+        }
+
         while (true)
         {
             Magazine[] current = Volatile.Read(ref _magazines);
