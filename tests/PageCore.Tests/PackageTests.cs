@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using System.IO.Compression;
+using System.Text.RegularExpressions;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PageCore.Tests;
+
+/// <summary>
+/// The NuGet package as a consumer gets it: the library is packed from a copy of the sources (so the running tests'
+/// own build is never touched), the package is checked (README, license expression, XML docs, repository commit, a
+/// symbols package), and a fresh console project outside the solution restores it from a local folder feed and runs an
+/// alloc/free through it.
+/// </summary>
+[Collection(StressCollection.Name)] // alone: it runs two builds
+public sealed class PackageTests(ITestOutputHelper output)
+{
+    [Fact(Timeout = 600_000)]
+    public async Task APackedPackageRestoresAndRunsInAFreshProject()
+    {
+        string root = RepoRoot();
+        string work = Path.Combine(Path.GetTempPath(), "pagecore-pack-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            // A copy of what the package is built from, as its own git repository (the version comes from git).
+            string src = Path.Combine(work, "repo");
+            foreach (string f in new[] { "Directory.Build.props", "Directory.Build.targets", "Directory.Packages.props", "version.json", "global.json", "README.md", "LICENSE" })
+            {
+                if (File.Exists(Path.Combine(root, f)))
+                {
+                    Directory.CreateDirectory(src);
+                    File.Copy(Path.Combine(root, f), Path.Combine(src, f));
+                }
+            }
+
+            CopyTree(Path.Combine(root, "src", "PageCore"), Path.Combine(src, "src", "PageCore"));
+            await Run("git", "init -q", src);
+            await Run("git", "add -A", src);
+            await Run("git", "-c user.email=test@pagecore -c user.name=test commit -q -m package", src);
+
+            string feed = Path.Combine(work, "feed");
+            await Run("dotnet", $"pack src/PageCore -c Release -o \"{feed}\"", src);
+            string nupkg = Directory.GetFiles(feed, "PageCore.*.nupkg").Single(f => !f.EndsWith(".snupkg", StringComparison.Ordinal));
+            Assert.Single(Directory.GetFiles(feed, "PageCore.*.snupkg"));
+            string version = Regex.Match(Path.GetFileName(nupkg), @"^PageCore\.(.+)\.nupkg$").Groups[1].Value;
+            output.WriteLine($"packed {Path.GetFileName(nupkg)}");
+            Assert.Matches(@"^0\.1\.1-alpha(-g[0-9a-f]{10})?$", version); // version.json's 0.1-alpha, git height 1
+
+            using (ZipArchive zip = ZipFile.OpenRead(nupkg))
+            {
+                string[] entries = zip.Entries.Select(e => e.FullName).ToArray();
+                Assert.Contains("README.md", entries);
+                Assert.Contains("lib/net10.0/PageCore.dll", entries);
+                Assert.Contains("lib/net10.0/PageCore.xml", entries);
+                using var reader = new StreamReader(zip.GetEntry("PageCore.nuspec")!.Open());
+                string nuspec = reader.ReadToEnd();
+                Assert.Contains("<license type=\"expression\">MIT</license>", nuspec);
+                Assert.Contains("<readme>README.md</readme>", nuspec);
+                Assert.Matches("<repository type=\"git\" commit=\"[0-9a-f]{40}\"", nuspec);
+            }
+
+            // The consumer: outside the solution, only the local feed.
+            string app = Path.Combine(work, "consumer");
+            Directory.CreateDirectory(app);
+            File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
+                <?xml version="1.0" encoding="utf-8"?>
+                <configuration>
+                  <packageSources>
+                    <clear />
+                    <add key="local" value="{feed}" />
+                  </packageSources>
+                </configuration>
+                """);
+            File.WriteAllText(Path.Combine(app, "consumer.csproj"), $"""
+                <Project Sdk="Microsoft.NET.Sdk">
+                  <PropertyGroup>
+                    <OutputType>Exe</OutputType>
+                    <TargetFramework>net10.0</TargetFramework>
+                    <Nullable>enable</Nullable>
+                    <ImplicitUsings>enable</ImplicitUsings>
+                  </PropertyGroup>
+                  <ItemGroup>
+                    <PackageReference Include="PageCore" Version="{version}" />
+                  </ItemGroup>
+                </Project>
+                """);
+            File.WriteAllText(Path.Combine(app, "Program.cs"), """
+                using System.Buffers;
+                using PageCore;
+                using PageCore.Buffers;
+
+                using PageArena arena = PageArena.Create(new PageArenaOptions { Pages = 1024 });
+                Pfn page = arena.AllocPages(0);
+                arena.GetSpan(page).Fill(42);
+                int sum = arena.GetSpan(page)[..4].ToArray().Sum(b => b);
+                arena.FreePages(page, 0);
+                using (var pool = new PageMemoryPool(arena))
+                using (IMemoryOwner<byte> owner = pool.Rent(10000))
+                {
+                    owner.Memory.Span.Fill(1);
+                    sum += owner.Memory.Length;
+                }
+
+                arena.Drain();
+                Console.WriteLine($"consumer ok {sum} free {arena.FreePageCount}");
+                """);
+            string printed = await Run("dotnet", "run -c Release", app);
+            Assert.Contains("consumer ok 16552 free 1024", printed);
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(work, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static string RepoRoot()
+    {
+        for (string? d = AppContext.BaseDirectory; d is not null; d = Path.GetDirectoryName(d))
+        {
+            if (File.Exists(Path.Combine(d, "PageCore.sln")))
+            {
+                return d;
+            }
+        }
+
+        throw new InvalidOperationException("PageCore.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    private static void CopyTree(string from, string to)
+    {
+        foreach (string dir in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
+        {
+            string rel = Path.GetRelativePath(from, dir);
+            if (!IsBuildOutput(rel))
+            {
+                Directory.CreateDirectory(Path.Combine(to, rel));
+            }
+        }
+
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
+        {
+            string rel = Path.GetRelativePath(from, file);
+            if (!IsBuildOutput(rel))
+            {
+                File.Copy(file, Path.Combine(to, rel));
+            }
+        }
+    }
+
+    private static bool IsBuildOutput(string rel) =>
+        rel.StartsWith("bin", StringComparison.Ordinal) || rel.StartsWith("obj", StringComparison.Ordinal);
+
+    private async Task<string> Run(string exe, string args, string dir)
+    {
+        var psi = new ProcessStartInfo(exe, args)
+        {
+            WorkingDirectory = dir,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+
+        // The test host's MSBuild settings must not leak into the child builds.
+        foreach (string key in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || k.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)).ToList())
+        {
+            psi.Environment.Remove(key);
+        }
+
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+        using Process p = Process.Start(psi)!;
+        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        string text = await stdout + await stderr;
+        output.WriteLine($"$ {exe} {args}{Environment.NewLine}{text}");
+        Assert.True(p.ExitCode == 0, $"{exe} {args} exited {p.ExitCode}:{Environment.NewLine}{text}");
+        return text;
+    }
+}
