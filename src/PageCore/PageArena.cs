@@ -700,6 +700,14 @@ public sealed unsafe partial class PageArena : IDisposable
                 ThrowCoreFreeFailed(p, order);
             }
 
+            if (_orderCounters is { } counters)
+            {
+                for (int o = order - 1; o >= 0; o--)
+                {
+                    counters.AddAt(MaxOrder + 1 + o); // the buddies freed in that one step, as the loop below counts them
+                }
+            }
+
             return;
         }
 

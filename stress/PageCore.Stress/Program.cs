@@ -33,15 +33,27 @@ public static class Program
         var pin = new Option<bool>("--pin") { Description = "Pin worker threads to CPUs round-robin (Linux sched_setaffinity)." };
         var json = new Option<string?>("--json") { Description = "Write the figures as JSON to this file." };
         var pages = new Option<long>("--arena-pages") { Description = "Pages in the arena (a multiple of 1024; default 65536 = 256 MiB).", DefaultValueFactory = _ => 65536 };
+        var dumpOnBug = new Option<string?>("--dump-on-bug") { Description = "At the first bug report (PageBugException), write a process dump into this directory and print its path." };
+        var pid = new Option<int>("--pid") { Description = "The process to attach to (see 'ps').", Required = true };
         var perScenario = new Option<string>("--duration-per-scenario") { Description = "How long each form runs (default 10s).", DefaultValueFactory = _ => "10s" };
 
         var list = new Command("list", "List every scenario, its kernel counterpart, the rule it exercises, and whether it has a legacy form.");
         list.SetAction(_ => List());
 
-        var run = new Command("run", "Run one scenario.") { scenarioArg, legacy, threads, duration, seed, pin, json, pages };
+        var run = new Command("run", "Run one scenario.") { scenarioArg, legacy, threads, duration, seed, pin, json, pages, dumpOnBug };
         run.SetAction(pr => Run(
             pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(threads), pr.GetValue(duration)!,
-            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages)));
+            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug)));
+
+        var ps = new Command("ps", "List the .NET processes that can be monitored.");
+        ps.SetAction(_ => Ps());
+
+        var watchFor = new Option<string>("--duration") { Description = "How long to watch (default: until the target exits, at most 24h).", DefaultValueFactory = _ => "24h" };
+        var monitor = new Command("monitor", "Attach to a running process and show its PageCore meter live (pages allocated and freed per order, free pages, cache hits and misses, CAS retries, bug reports).")
+        {
+            pid, watchFor,
+        };
+        monitor.SetAction(pr => MonitorCommand(pr.GetValue(pid), pr.GetValue(watchFor)!));
 
         var raceLab = new Command("race-lab", "For every scenario with a legacy form: the legacy form must be caught, the fixed form must hold.")
         {
@@ -49,7 +61,7 @@ public static class Program
         };
         raceLab.SetAction(pr => RaceLab(pr.GetValue(perScenario)!, pr.GetValue(threads), pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(pages)));
 
-        var root = new RootCommand("pagecore-stress: PageCore's stress scenarios on real threads, with invariants checked while they run.") { list, run, raceLab };
+        var root = new RootCommand("pagecore-stress: PageCore's stress scenarios on real threads, with invariants checked while they run.") { list, run, raceLab, ps, monitor };
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -124,7 +136,36 @@ public static class Program
         return null;
     }
 
-    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages)
+    private static int Ps()
+    {
+        Console.WriteLine($"{"pid",8}  {"name",-20} command line");
+        foreach ((int p, string name, string cmd) in ProcessMonitor.Processes())
+        {
+            Console.WriteLine($"{p,8}  {name,-20} {cmd}");
+        }
+
+        return Pass;
+    }
+
+    private static int MonitorCommand(int pid, string durationText)
+    {
+        if (!TryParseDuration(durationText, out TimeSpan duration))
+        {
+            return Bad($"the duration '{durationText}' is not a duration such as 500ms, 10s or 2m.");
+        }
+
+        if (!ProcessMonitor.Processes().Any(p => p.Pid == pid))
+        {
+            return Bad($"no .NET process with pid {pid} publishes a diagnostics endpoint (see 'ps').");
+        }
+
+        Console.WriteLine($"pagecore-stress monitor --pid {pid}: the PageCore meter, refreshed every second (Ctrl+C to stop)");
+        int received = ProcessMonitor.Watch(pid, duration, Console.Out);
+        Console.WriteLine($"monitor: {received} values received");
+        return Pass;
+    }
+
+    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug = null)
     {
         IScenario? scenario = ScenarioCatalog.Find(name);
         if (scenario is null)
@@ -140,6 +181,11 @@ public static class Program
         if (Validate(threads, durationText, pages, out TimeSpan duration) is { } problem)
         {
             return Bad(problem);
+        }
+
+        if (dumpOnBug is not null)
+        {
+            ProcessMonitor.DumpOnFirstBug(dumpOnBug, Console.Out);
         }
 
         int actualSeed = seed ?? Random.Shared.Next();
