@@ -1,0 +1,98 @@
+using System.Diagnostics;
+using PageCore.Stress;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace PageCore.Tests;
+
+/// <summary>The out-of-process tools against a child stress process: the live monitor, and the dump on a bug report.</summary>
+[Collection(StressCollection.Name)] // alone: the metrics event source serves one session at a time
+public sealed class MonitorTests(ITestOutputHelper output)
+{
+    private static Process StartStress(string arguments)
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "pagecore-stress.dll");
+        var psi = new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.Environment["CI"] = "true"; // plain progress lines
+        return Process.Start(psi)!;
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task TheMonitorShowsLiveFiguresFromARunningStressProcess()
+    {
+        using Process child = StartStress("run alloc-churn --duration 20s --threads 2 --arena-pages 16384");
+        Task<string> childOut = child.StandardOutput.ReadToEndAsync();
+        try
+        {
+            await Task.Run(() =>
+            {
+                DateTime deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+                while (!ProcessMonitor.Processes().Any(p => p.Pid == child.Id))
+                {
+                    Assert.True(DateTime.UtcNow < deadline, "the child never published a diagnostics endpoint");
+                    Thread.Sleep(100);
+                }
+
+                Assert.Contains(ProcessMonitor.Processes(), p => p.Pid == child.Id && p.CommandLine.Contains("alloc-churn"));
+                var text = new StringWriter();
+                int received = ProcessMonitor.Watch(child.Id, TimeSpan.FromSeconds(4), text);
+                output.WriteLine(text.ToString());
+                Assert.True(received > 0, "no value arrived");
+                string[] allocated = text.ToString().Split('\n').Where(l => l.Contains("pagecore.pages.allocated[order=0]")).ToArray();
+                Assert.NotEmpty(allocated);
+                long last = long.Parse(allocated[^1].Split(' ')[4]);
+                Assert.True(last > 0, "the child allocated nothing?");
+                Assert.Contains("pagecore.pages.free", text.ToString());
+                Assert.Contains("pagecore.cache.hits", text.ToString());
+            });
+        }
+        finally
+        {
+            if (!child.HasExited)
+            {
+                child.Kill(entireProcessTree: true);
+            }
+
+            await child.WaitForExitAsync();
+            _ = await childOut;
+        }
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task DumpOnBugWritesADumpOfTheProcessAtTheFirstBugReport()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "pagecore-dumps-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            // pgtable-free's legacy form makes walkers take the poisoned lock of a freed table: a PageBugException.
+            using Process child = StartStress($"run pgtable-free --legacy --duration 3s --threads 2 --arena-pages 16384 --dump-on-bug \"{dir}\"");
+            Task<string> childOut = child.StandardOutput.ReadToEndAsync();
+            Task<string> childErr = child.StandardError.ReadToEndAsync();
+            await child.WaitForExitAsync();
+            string printed = await childOut + await childErr;
+            output.WriteLine(printed.Length > 4000 ? printed[..4000] : printed);
+            string line = printed.Split('\n').First(l => l.StartsWith("dump-on-bug:", StringComparison.Ordinal));
+            Assert.Contains("dump written to ", line);
+            string path = line[(line.IndexOf("dump written to ", StringComparison.Ordinal) + "dump written to ".Length)..].Trim();
+            Assert.True(File.Exists(path), $"no dump at {path}");
+            Assert.True(new FileInfo(path).Length > 1024 * 1024, "the dump is too small to be a process dump");
+            Assert.Single(Directory.GetFiles(dir)); // the first bug only
+            Assert.Equal(Program.Violated, child.ExitCode); // the legacy form was caught
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+}
