@@ -35,7 +35,6 @@ public sealed unsafe partial class PageArena : IDisposable
     private readonly PageCaches? _caches;
     private readonly PageArenaOptions _options;
     private readonly ContentionCounters? _counters;
-    private readonly ContentionCounters? _orderCounters; // [order] blocks allocated, [orders + order] freed, off the caches' path
     private readonly long _pageCount;
     private readonly int _pageShift;
     private readonly int _maxOrder;
@@ -59,8 +58,7 @@ public sealed unsafe partial class PageArena : IDisposable
         _pageShift = options.PageShift;
         _maxOrder = options.MaxOrder;
         _checked = options.Checked;
-        _counters = options.CollectStatistics ? new ContentionCounters() : null;
-        _orderCounters = options.CollectStatistics ? new ContentionCounters(2 * (options.MaxOrder + 1)) : null;
+        _counters = options.CollectStatistics ? new ContentionCounters(options.MaxOrder) : null;
 
         nuint pageSize = (nuint)1 << _pageShift;
         nuint dataBytes = (nuint)_pageCount << _pageShift;
@@ -147,7 +145,7 @@ public sealed unsafe partial class PageArena : IDisposable
         long[] allocated = new long[MaxOrder + 1];
         long[] freed = new long[MaxOrder + 1];
         long hits = 0, misses = 0;
-        if (_orderCounters?.Sum() is { } core)
+        if (_counters?.SumOrders() is { } core)
         {
             for (int o = 0; o <= MaxOrder; o++)
             {
@@ -162,8 +160,8 @@ public sealed unsafe partial class PageArena : IDisposable
             {
                 hits += cached[o];
                 misses += cached[PageCaches.Orders + o];
-                allocated[o] += cached[(2 * PageCaches.Orders) + o];
-                freed[o] += cached[(3 * PageCaches.Orders) + o];
+                allocated[o] += cached[o] + cached[PageCaches.Orders + o];
+                freed[o] += cached[(2 * PageCaches.Orders) + o];
             }
         }
 
@@ -217,30 +215,17 @@ public sealed unsafe partial class PageArena : IDisposable
             uint p = pool is not null ? PageCaches.PoolPop(pool, order)
                 : m is not null ? PageCaches.TryPop(m, order)
                 : PageCaches.NoPage;
-            if (p == PageCaches.NoPage)
-            {
-                p = caches.AllocSlow(m, order);
-                if (m is not null)
-                {
-                    m.Counts[PageCaches.Orders + order]++; // a miss (plain: the owner's own counter)
-                }
-            }
-            else
-            {
-                m!.Counts[order]++; // a hit
-            }
-
             if (p != PageCaches.NoPage)
             {
-                if (m is not null)
-                {
-                    m.Counts[(2 * PageCaches.Orders) + order]++;
-                }
-                else
-                {
-                    _orderCounters?.AddAt(order); // the thread's first allocation: its magazine did not exist yet
-                }
+                m!.Hot.Hits(order)++; // a hit: the owner's own counter on the line it writes anyway
+                PrepCachedPage(p, order);
+                return p;
+            }
 
+            p = caches.AllocSlow(m, order);
+            if (p != PageCaches.NoPage)
+            {
+                CountMiss(m, order);
                 PrepCachedPage(p, order);
                 return p;
             }
@@ -249,18 +234,28 @@ public sealed unsafe partial class PageArena : IDisposable
         return AllocFromCore(order);
     }
 
+    /// <summary>A cache miss that a refill served (the slow path counts it: misses are rare next to hits).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void CountMiss(Magazine? m, int order)
+    {
+        if (m is not null)
+        {
+            m.Hot.Misses(order)++;
+        }
+        else
+        {
+            _counters?.AddAlloc(order, slowPath: false); // the thread's first allocation: its magazine did not exist yet
+        }
+    }
+
     /// <summary>The shared allocator's path (orders above 3, caches off, or caches exhausted), with reclaim on failure.</summary>
     private uint AllocFromCore(int order)
     {
-        if (_caches is not null)
-        {
-            // A slow-path entry only where there is a fast path: with caches off every allocation comes here.
-            _counters?.Add(ArenaCounter.CoreAllocs);
-        }
-
         if (_core.TryAlloc(order, out uint p) || TryAllocAfterReclaim(order, out p))
         {
-            _orderCounters?.AddAt(order);
+            // Per order always; as a slow-path entry only where there is a fast path (with caches off every allocation
+            // comes here). One call for both.
+            _counters?.AddAlloc(order, slowPath: _caches is not null);
             PrepNewPage(p, order);
             return p;
         }
@@ -338,11 +333,11 @@ public sealed unsafe partial class PageArena : IDisposable
             Magazine? m = pool ?? caches.ThreadMagazine();
             if (m is not null)
             {
-                m.Counts[(3 * PageCaches.Orders) + order]++;
+                m.Hot.Frees(order)++;
             }
             else
             {
-                _orderCounters?.AddAt(MaxOrder + 1 + order);
+                _counters?.AddFree(order, slowPath: false);
             }
 
             bool pushed = pool is not null ? PageCaches.PoolPush(pool, order, p) : m is not null && PageCaches.TryPush(m, order, p);
@@ -615,7 +610,7 @@ public sealed unsafe partial class PageArena : IDisposable
             case RefPut.Zero:
                 d.Flags = poisoned;
                 d.Order = 0;
-                FreeToCore(p, order, counted: true); // a spill: the user's free was counted when it reached the cache
+                FreeToCore(p, order, userFree: false); // a spill: the user's free was counted when it reached the cache
                 break;
             case RefPut.Live:
                 break;
@@ -644,30 +639,29 @@ public sealed unsafe partial class PageArena : IDisposable
             PoisonBlock(p, order);
         }
 
-        _orderCounters?.AddAt(MaxOrder + 1 + order);
         PageCaches? caches = _caches;
         if (order < PageCaches.Orders && caches is not null)
         {
+            _counters?.AddFree(order, slowPath: false);
             AdoptIntoCache(p, order);
             caches.Free(p, order);
         }
         else
         {
-            FreeToCore(p, order, counted: true);
+            FreeToCore(p, order);
         }
     }
 
     /// <summary>Gives a block whose descriptor is clean to the shared allocator.</summary>
-    private void FreeToCore(uint p, int order, bool counted = false)
+    private void FreeToCore(uint p, int order, bool userFree = true)
     {
-        if (_caches is not null)
+        if (userFree)
+        {
+            _counters?.AddFree(order, slowPath: _caches is not null);
+        }
+        else
         {
             _counters?.Add(ArenaCounter.CoreFrees);
-        }
-
-        if (!counted)
-        {
-            _orderCounters?.AddAt(MaxOrder + 1 + order);
         }
 
         if (!_core.TryFree(p, order))
@@ -700,11 +694,11 @@ public sealed unsafe partial class PageArena : IDisposable
                 ThrowCoreFreeFailed(p, order);
             }
 
-            if (_orderCounters is { } counters)
+            if (_counters is { } counters)
             {
                 for (int o = order - 1; o >= 0; o--)
                 {
-                    counters.AddAt(MaxOrder + 1 + o); // the buddies freed in that one step, as the loop below counts them
+                    counters.AddFree(o, slowPath: false); // the buddies freed in that one step, as the loop below counts them
                 }
             }
 

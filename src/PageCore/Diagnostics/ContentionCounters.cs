@@ -19,41 +19,64 @@ internal sealed class ContentionCounters
 
     private Block[] _blocks = [];
 
-    /// <summary>Counters for every <see cref="ArenaCounter"/>.</summary>
-    public ContentionCounters()
-        : this(DefaultCount)
+    private readonly int _orders;
+
+    /// <summary>Counters for every <see cref="ArenaCounter"/>, then blocks allocated and freed per order 0..<paramref name="maxOrder"/>.</summary>
+    public ContentionCounters(int maxOrder = 0)
     {
+        _orders = maxOrder + 1;
+        Count = DefaultCount + (2 * _orders);
     }
 
-    /// <summary><paramref name="count"/> counters addressed by index (<see cref="AddAt"/>).</summary>
-    public ContentionCounters(int count) => Count = count;
-
-    /// <summary>Adds to counter <paramref name="index"/> of the calling thread's block.</summary>
+    /// <summary>
+    /// One block of <paramref name="order"/> allocated by the shared allocator; with <paramref name="slowPath"/> also
+    /// counted as <see cref="ArenaCounter.CoreAllocs"/> (one call, one thread-local lookup for both).
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public void AddAt(int index, long value = 1)
+    public void AddAlloc(int order, bool slowPath)
     {
-        Block? b = t_block;
-        if (b is null || b.Owner != this)
+        long[] v = Mine().Values;
+        v[Pad + DefaultCount + order]++;
+        if (slowPath)
         {
-            b = Find();
+            v[Pad + (int)ArenaCounter.CoreAllocs]++;
         }
-
-        b.Values[Pad + index] += value;
     }
 
-    /// <summary>Every counter summed over the threads (a racy read).</summary>
-    public long[] Sum()
+    /// <summary>
+    /// <paramref name="blocks"/> blocks of <paramref name="order"/> freed off the caches' own counting; with
+    /// <paramref name="slowPath"/> also counted as <see cref="ArenaCounter.CoreFrees"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public void AddFree(int order, bool slowPath, long blocks = 1)
     {
-        long[] sum = new long[Count];
+        long[] v = Mine().Values;
+        v[Pad + DefaultCount + _orders + order] += blocks;
+        if (slowPath)
+        {
+            v[Pad + (int)ArenaCounter.CoreFrees]++;
+        }
+    }
+
+    /// <summary>Blocks allocated (<c>[order]</c>) and freed (<c>[orders + order]</c>) per order, summed over threads.</summary>
+    public long[] SumOrders()
+    {
+        long[] sum = new long[2 * _orders];
         foreach (Block b in Volatile.Read(ref _blocks))
         {
-            for (int i = 0; i < Count; i++)
+            for (int i = 0; i < sum.Length; i++)
             {
-                sum[i] += Volatile.Read(ref b.Values[Pad + i]);
+                sum[i] += Volatile.Read(ref b.Values[Pad + DefaultCount + i]);
             }
         }
 
         return sum;
+    }
+
+    private Block Mine()
+    {
+        Block? b = t_block;
+        return b is not null && b.Owner == this ? b : Find();
     }
 
     /// <summary>Adds one to a counter of the calling thread.</summary>
@@ -73,10 +96,10 @@ internal sealed class ContentionCounters
     public ArenaStatistics Snapshot()
     {
         Block[] blocks = Volatile.Read(ref _blocks);
-        long[] sum = new long[Count];
+        long[] sum = new long[DefaultCount];
         foreach (Block b in blocks)
         {
-            for (int i = 0; i < Count; i++)
+            for (int i = 0; i < DefaultCount; i++)
             {
                 sum[i] += Volatile.Read(ref b.Values[Pad + i]);
             }
@@ -95,6 +118,8 @@ internal sealed class ContentionCounters
                 return b;
             }
         }
+
+        // (A thread that alternates between arenas walks this short list; it is one entry per arena it used.)
 
         var created = new Block(this, new long[Pad + Count + Pad]) { NextOfThread = t_block };
         t_block = created;

@@ -48,6 +48,46 @@ internal struct MagazineHot
     [FieldOffset(CacheLine.PaddedSize + 48)] private uint _top2;
     [FieldOffset(CacheLine.PaddedSize + 52)] private uint _top3;
 
+    /// <summary>
+    /// Metrics of order 0 (1..3 follow): allocations served by a hit. With <see cref="Misses0"/> (served by a refill) and
+    /// <see cref="Frees0"/> (blocks freed into the magazine), written by the owner with plain increments on the line it
+    /// writes anyway, and read racily by the meter (aligned 64-bit loads never tear on a 64-bit process).
+    /// </summary>
+    [FieldOffset(CacheLine.PaddedSize + 56)] public long Hits0;
+
+    [FieldOffset(CacheLine.PaddedSize + 64)] private long _hits1;
+    [FieldOffset(CacheLine.PaddedSize + 72)] private long _hits2;
+    [FieldOffset(CacheLine.PaddedSize + 80)] private long _hits3;
+
+    /// <summary>Blocks of order 0 freed into the magazine (orders 1..3 follow).</summary>
+    [FieldOffset(CacheLine.PaddedSize + 88)] public long Frees0;
+
+    [FieldOffset(CacheLine.PaddedSize + 96)] private long _frees1;
+    [FieldOffset(CacheLine.PaddedSize + 104)] private long _frees2;
+    [FieldOffset(CacheLine.PaddedSize + 112)] private long _frees3;
+
+    /// <summary>Allocations of order 0 served by a refill (orders 1..3 follow).</summary>
+    [FieldOffset(CacheLine.PaddedSize + 120)] public long Misses0;
+
+    [FieldOffset(CacheLine.PaddedSize + 128)] private long _misses1;
+    [FieldOffset(CacheLine.PaddedSize + 136)] private long _misses2;
+    [FieldOffset(CacheLine.PaddedSize + 144)] private long _misses3;
+
+    /// <summary>The hit counter of <paramref name="order"/>.</summary>
+    [UnscopedRef]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref long Hits(int order) => ref Unsafe.Add(ref Hits0, order);
+
+    /// <summary>The free counter of <paramref name="order"/>.</summary>
+    [UnscopedRef]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref long Frees(int order) => ref Unsafe.Add(ref Frees0, order);
+
+    /// <summary>The miss counter of <paramref name="order"/>.</summary>
+    [UnscopedRef]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref long Misses(int order) => ref Unsafe.Add(ref Misses0, order);
+
     /// <summary>The count of blocks held for <paramref name="order"/> (0..3).</summary>
     [UnscopedRef]
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -103,13 +143,6 @@ internal sealed class Magazine
 
     /// <summary>Slots per order (a copy of the owner's stride, read on the hot path).</summary>
     public readonly int Stride;
-
-    /// <summary>
-    /// Metrics, written by the magazine's owner with plain increments and read racily by observers: per order (0..3)
-    /// <c>[order]</c> cache hits, <c>[4 + order]</c> misses, <c>[8 + order]</c> blocks allocated through the cache (hit or
-    /// refill), <c>[12 + order]</c> blocks freed into it.
-    /// </summary>
-    public readonly long[] Counts = new long[4 * PageCaches.Orders];
 
     /// <summary>The thread's next magazine (for another arena), a per-thread list.</summary>
     public Magazine? NextOfThread;

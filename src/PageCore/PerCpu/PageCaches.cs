@@ -58,7 +58,7 @@ internal sealed unsafe class PageCaches : IDisposable
     private readonly long* _depot;
     private readonly ContentionCounters? _counters;
     private Magazine[] _magazines = [];
-    private readonly long[] _retiredCounts = new long[4 * Orders];
+    private readonly long[] _retiredCounts = new long[3 * Orders];
     private int _stealer;
     private volatile bool _disposed;
 
@@ -260,10 +260,10 @@ internal sealed unsafe class PageCaches : IDisposable
         Forget([m]);
     }
 
-    /// <summary>The magazines' metric counts (see <see cref="Magazine.Counts"/>), live and retired, summed (a racy read).</summary>
+    /// <summary>The magazines' metric counts (hits, misses, frees per order; see <see cref="MagazineHot.Hits0"/>), live and retired, summed (a racy read).</summary>
     public long[] SumCounts()
     {
-        long[] sum = new long[4 * Orders];
+        long[] sum = new long[3 * Orders];
         for (int i = 0; i < sum.Length; i++)
         {
             sum[i] = Volatile.Read(ref _retiredCounts[i]);
@@ -271,13 +271,28 @@ internal sealed unsafe class PageCaches : IDisposable
 
         foreach (Magazine m in Volatile.Read(ref _magazines))
         {
+            long[] counts = CountsOf(m);
             for (int i = 0; i < sum.Length; i++)
             {
-                sum[i] += Volatile.Read(ref m.Counts[i]);
+                sum[i] += counts[i];
             }
         }
 
         return sum;
+    }
+
+    /// <summary>A magazine's metric counters: per order hits, then misses, then frees (racy reads).</summary>
+    private static long[] CountsOf(Magazine m)
+    {
+        long[] c = new long[3 * Orders];
+        for (int o = 0; o < Orders; o++)
+        {
+            c[o] = Volatile.Read(ref m.Hot.Hits(o));
+            c[Orders + o] = Volatile.Read(ref m.Hot.Misses(o));
+            c[(2 * Orders) + o] = Volatile.Read(ref m.Hot.Frees(o));
+        }
+
+        return c;
     }
 
     /// <summary>Pools not yet disposed.</summary>
@@ -763,9 +778,10 @@ internal sealed unsafe class PageCaches : IDisposable
     {
         foreach (Magazine m in emptied)
         {
-            for (int i = 0; i < m.Counts.Length; i++)
+            long[] counts = CountsOf(m);
+            for (int i = 0; i < counts.Length; i++)
             {
-                Interlocked.Add(ref _retiredCounts[i], Volatile.Read(ref m.Counts[i]));
+                Interlocked.Add(ref _retiredCounts[i], counts[i]);
             }
         }
 
