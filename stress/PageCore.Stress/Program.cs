@@ -101,7 +101,36 @@ public static class Program
     }
 
     /// <summary>Runs one scenario form with the given settings and returns its result (used by run, race-lab and tests).</summary>
-    public static (StressContext Context, StressResult Result) Execute(IScenario scenario, StressContext ctx) => (ctx, scenario.Run(ctx));
+    public static (StressContext Context, StressResult Result) Execute(IScenario scenario, StressContext ctx) => (ctx, RunForm(scenario, ctx));
+
+    /// <summary>
+    /// Runs one form of a scenario. A bug report that escapes the scenario's own checks (a legacy form's corruption can
+    /// surface in its teardown, after the workers stopped) is a violation of that run, not a crash of the tool: it is
+    /// recorded, the arena is released, and the result says so.
+    /// </summary>
+    public static StressResult RunForm(IScenario scenario, StressContext ctx)
+    {
+        try
+        {
+            return scenario.Run(ctx);
+        }
+        catch (PageBugException bug)
+        {
+            ctx.Violation(bug);
+            string final = $"the run ended in a bug report outside the workers: {bug.Operation}: {bug.Reason}";
+            try
+            {
+                ctx.Arena?.Dispose(force: true);
+            }
+            catch (PageBugException)
+            {
+                // a corrupted arena; its memory is released anyway by the forced dispose's own path or at exit
+            }
+
+            return new StressResult(scenario.Name, ctx.Legacy, ctx.Clock.Elapsed, ctx.ViolationCount, ctx.FirstViolationAt,
+                new ArenaStatistics(new long[Enum.GetValues<ArenaCounter>().Length], 0), final, 0);
+        }
+    }
 
     private static int List()
     {
@@ -193,7 +222,7 @@ public static class Program
         Console.WriteLine($"machine: {Report.Machine()}");
         bool live = !Console.IsOutputRedirected && !Console.IsErrorRedirected && Environment.GetEnvironmentVariable("CI") is null;
         var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, pin, Console.Out, live);
-        StressResult result = scenario.Run(ctx);
+        StressResult result = RunForm(scenario, ctx);
         Report.Print(Console.Out, ctx, result);
         if (jsonPath is not null)
         {
@@ -231,9 +260,9 @@ public static class Program
         foreach (IScenario s in withLegacy)
         {
             var legacyCtx = new StressContext(threads, duration, actualSeed, pages, legacy: true, pin, TextWriter.Null);
-            StressResult legacyResult = s.Run(legacyCtx);
+            StressResult legacyResult = RunForm(s, legacyCtx);
             var fixedCtx = new StressContext(threads, duration, actualSeed, pages, legacy: false, pin, TextWriter.Null);
-            StressResult fixedResult = s.Run(fixedCtx);
+            StressResult fixedResult = RunForm(s, fixedCtx);
             bool caught = legacyResult.Violations > 0;
             bool held = fixedResult.Violations == 0;
             long fixedOps = fixedCtx.Recorders.Sum(r => r.Total);

@@ -29,6 +29,14 @@ public sealed class MemoryPoolTests(ITestOutputHelper output)
             }
 
             owner.Memory.Span.Fill(7);
+            Pfn head = ((PageMemoryManager)owner).Head;
+            Assert.Equal(length > 4096, arena.IsFolioHead(head)); // larger buffers are compound pages
+            if (length > 4096)
+            {
+                Assert.Equal(System.Numerics.BitOperations.Log2((uint)length / 4096), arena.OrderOf(head));
+                Assert.Equal(head, arena.HeadOf(head + 1u)); // a get through a tail lands on the head
+            }
+
             owner.Dispose();
         }
 

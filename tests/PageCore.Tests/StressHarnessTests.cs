@@ -69,7 +69,7 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
         int seed = TestSupport.Seed(output, $"stress {name}");
         IScenario scenario = ScenarioCatalog.Find(name)!;
         var ctx = new StressContext(2 * Environment.ProcessorCount, TimeSpan.FromSeconds(1), seed, 16384, legacy: false, pin: false, TextWriter.Null);
-        StressResult result = await Task.Run(() => scenario.Run(ctx));
+        StressResult result = await Task.Run(() => Program.RunForm(scenario, ctx));
         output.WriteLine(string.Join(Environment.NewLine, ctx.Violations));
         Assert.Equal(0, result.Violations);
         Assert.True(ctx.Recorders.Sum(r => r.Total) > 0, "the scenario did no work");
@@ -84,7 +84,7 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
     {
         int seed = TestSupport.Seed(output, $"{name} --legacy");
         var ctx = new StressContext(2 * Environment.ProcessorCount, TimeSpan.FromSeconds(5), seed, 16384, legacy: true, pin: false, TextWriter.Null);
-        StressResult result = await Task.Run(() => ScenarioCatalog.Find(name)!.Run(ctx));
+        StressResult result = await Task.Run(() => Program.RunForm(ScenarioCatalog.Find(name)!, ctx));
         output.WriteLine($"violations {result.Violations}, first after {result.FirstViolationAt}");
         Assert.True(result.Violations > 0, $"the historical form of {name} was not caught");
         Assert.NotNull(result.FirstViolationAt);

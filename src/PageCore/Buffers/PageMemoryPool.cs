@@ -5,9 +5,9 @@ using System.Runtime.CompilerServices;
 namespace PageCore.Buffers;
 
 /// <summary>
-/// A <see cref="MemoryPool{T}"/> of arena pages: <see cref="Rent"/> allocates a block of the smallest order that holds the
-/// request (through the arena's per-thread caches) and returns its reused <see cref="PageMemoryManager"/>; disposing the
-/// owner frees the block. Buffers are page-aligned, pinned for the arena's life, and the whole block long.
+/// A <see cref="MemoryPool{T}"/> of arena pages: <see cref="Rent"/> allocates a page, or a compound page of the smallest
+/// order that holds the request (through the arena's per-thread caches), and returns its reused
+/// <see cref="PageMemoryManager"/>; disposing the owner drops the pool's reference, which frees the block. Buffers are page-aligned, pinned for the arena's life, and the whole block long.
 /// </summary>
 /// <remarks>
 /// <para>Checked mode (<c>checkedMode: true</c>, the counterpart of ASP.NET Core's diagnostic pool): each rent gets its
@@ -71,7 +71,8 @@ public sealed class PageMemoryPool : MemoryPool<byte>
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         int order = OrderFor(minBufferSize);
-        Pfn head = _arena.AllocPages(order);
+        // One page, or a compound page (a folio: gets and puts through any of its pages go to its head).
+        Pfn head = order == 0 ? _arena.AllocPages(0) : _arena.AllocFolio(order);
         PageMemoryManager manager = _managers[head.Value] ?? CreateManager(head);
         manager.Lease(order, _arena.PageSize << order);
         return _checked ? new CheckedPageOwner(manager) : manager;
