@@ -104,9 +104,9 @@ public static class Program
     public static (StressContext Context, StressResult Result) Execute(IScenario scenario, StressContext ctx) => (ctx, RunForm(scenario, ctx));
 
     /// <summary>
-    /// Runs one form of a scenario. A bug report that escapes the scenario's own checks (a legacy form's corruption can
+    /// Runs one form of a scenario. An exception that escapes the scenario's own checks (a legacy form's corruption can
     /// surface in its teardown, after the workers stopped) is a violation of that run, not a crash of the tool: it is
-    /// recorded, the arena is released, and the result says so.
+    /// recorded, the arena is released, and the result says so (a fixed form that ends this way fails).
     /// </summary>
     public static StressResult RunForm(IScenario scenario, StressContext ctx)
     {
@@ -114,10 +114,19 @@ public static class Program
         {
             return scenario.Run(ctx);
         }
-        catch (PageBugException bug)
+        catch (Exception ex)
         {
-            ctx.Violation(bug);
-            string final = $"the run ended in a bug report outside the workers: {bug.Operation}: {bug.Reason}";
+            // A bug report, or any other failure a corrupted state leads to (a legacy form's teardown can meet either).
+            if (ex is PageBugException bug)
+            {
+                ctx.Violation(bug);
+            }
+            else
+            {
+                ctx.Violation($"the run ended in {ex.GetType().Name}: {ex.Message}");
+            }
+
+            string final = $"the run ended in an exception outside the workers: {ex.GetType().Name}: {ex.Message}";
             try
             {
                 ctx.Arena?.Dispose(force: true);

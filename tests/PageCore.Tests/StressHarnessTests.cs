@@ -45,17 +45,19 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
         Assert.Equal(Program.Pass, Program.Main(["list"]));
         int seed = TestSupport.Seed(output, "race-lab");
         // Keep what the race lab printed, so that a failure shows which form broke and how.
-        TextWriter console = Console.Out;
+        TextWriter console = Console.Out, errors = Console.Error;
         var printed = new StringWriter();
         int exit;
         try
         {
             Console.SetOut(printed);
+            Console.SetError(printed);
             exit = await Task.Run(() => Program.Main(["race-lab", "--duration-per-scenario", "2s", "--arena-pages", "16384", "--seed", seed.ToString()]));
         }
         finally
         {
             Console.SetOut(console);
+            Console.SetError(errors);
         }
 
         output.WriteLine(printed.ToString());

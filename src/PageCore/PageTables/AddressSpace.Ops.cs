@@ -771,7 +771,7 @@ public sealed unsafe partial class AddressSpace
     private bool ZapHugePmd(ulong* pmdSlot, MmuGather tlb)
     {
         Pte pmd;
-        PtFragment deposit;
+        PtFragment? deposit;
         ref PageDescriptor pml = ref PmdLock(pmdSlot);
         try
         {
@@ -790,7 +790,11 @@ public sealed unsafe partial class AddressSpace
             PtLock.Unlock(ref pml);
         }
 
-        tlb.RemoveTable(deposit);
+        if (deposit is PtFragment table)
+        {
+            tlb.RemoveTable(table);
+        }
+
         tlb.RemovePage(pmd.Pfn);
         return true;
     }
@@ -807,7 +811,7 @@ public sealed unsafe partial class AddressSpace
                 return false;
             }
 
-            PtFragment table = Withdraw(pmdSlot);
+            PtFragment table = Withdraw(pmdSlot) ?? AllocTable(); // a corrupted deposit was reported and leaked
             ulong* ptes = TableBase(table);
             PteBits bits = pmd.Bits & ~PteBits.Huge;
             for (int i = 0; i < PtesPerTable; i++)
@@ -980,7 +984,11 @@ public sealed unsafe partial class AddressSpace
                 if (pmd.IsHuge)
                 {
                     pmds[i] = 0;
-                    FreeTable(Withdraw(pmds + i));
+                    if (Withdraw(pmds + i) is PtFragment deposit)
+                    {
+                        FreeTable(deposit);
+                    }
+
                     Interlocked.Decrement(ref _hugeMappings);
                     _arena.PutPage(pmd.Pfn);
                 }

@@ -276,8 +276,12 @@ public sealed unsafe partial class AddressSpace
         Interlocked.Increment(ref _deposits);
     }
 
-    /// <summary><c>pgtable_trans_huge_withdraw</c>, under the PMD lock: takes the deposited table back (H5), checked empty.</summary>
-    private PtFragment Withdraw(ulong* pmdSlot)
+    /// <summary>
+    /// <c>pgtable_trans_huge_withdraw</c>, under the PMD lock: takes the deposited table back (H5), checked empty.
+    /// </summary>
+    /// <returns>The table; null when it was written through a stale lock (seed 001's missing recheck): that table is
+    /// reported in <see cref="ReportedBugs"/> and leaked, and the caller does without it.</returns>
+    private PtFragment? Withdraw(ulong* pmdSlot)
     {
         ulong* slot = pmdSlot + PmdsPerTable;
         var e = new Pte(*slot);
@@ -293,9 +297,8 @@ public sealed unsafe partial class AddressSpace
         int live = entries.IndexOfAnyExcept(0UL);
         if (live >= 0)
         {
-            // The deposit was written through a stale lock (seed 001's missing recheck). Leak it; the caller gets a fresh one.
             _bugs.Enqueue(Bug(table.Page, "pgtable_trans_huge_withdraw", $"deposited table {table.Page}#{table.Index} has entry {live} = {new Pte(entries[live])}: a write went into a table that no PMD references (seed 001)"));
-            return AllocTable();
+            return null;
         }
 
         return table;

@@ -1,0 +1,169 @@
+using System.Runtime.InteropServices;
+using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Configs;
+
+namespace PageCore.Benchmarks;
+
+/// <summary>
+/// Issue 9's figures: each C# hot path next to the C reference of the same algorithm (native/, C11 atomics) in the
+/// same run. The C side runs its loop in C, called once per invocation through an unmanaged function pointer with the
+/// GC transition suppressed, so the figure is the C loop's alone; both sides do <see cref="Ops"/> operations per
+/// invocation. The C library comes from <c>cmake -S native -B native/build &amp;&amp; cmake --build native/build</c>
+/// (or the path in PAGECORE_NATIVE_LIB).
+/// </summary>
+[CategoriesColumn]
+[GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
+public unsafe class NativeBenchmarks
+{
+    private const int Ops = 1 << 16;
+    private nint _lib;
+    private nint _native;
+    private int* _refcount;
+    private delegate* unmanaged[SuppressGCTransition]<int*, long, void> _loopGetPut;
+    private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCache;
+    private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCore;
+    private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopFrag;
+    private delegate* unmanaged<nint, void> _destroy;
+    private PageArena _arena = null!;
+    private PageArena _uncached = null!;
+    private PagePool _pool = null!;
+    private AddressSpace _mm = null!;
+    private Pfn _page;
+
+    /// <summary>Loads the C library and builds both sides' state.</summary>
+    [GlobalSetup]
+    public void Setup()
+    {
+        _lib = NativeLibrary.Load(FindLibrary());
+        _loopGetPut = (delegate* unmanaged[SuppressGCTransition]<int*, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_get_put");
+        _loopCache = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache");
+        _loopCore = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_core");
+        _loopFrag = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_frag");
+        _destroy = (delegate* unmanaged<nint, void>)NativeLibrary.GetExport(_lib, "pcn_arena_destroy");
+        var create = (delegate* unmanaged<uint, nint>)NativeLibrary.GetExport(_lib, "pcn_arena_create");
+        _native = create(1u << 16);
+        _refcount = (int*)NativeMemory.AlignedAlloc(128, 128);
+        *_refcount = 1;
+
+        _arena = PageArena.Create(new PageArenaOptions { Pages = 1 << 16 });
+        _uncached = PageArena.Create(new PageArenaOptions { Pages = 1 << 16, PerCpuCaches = false });
+        _pool = _arena.CreatePagePool();
+        _mm = new AddressSpace(_arena, fragmentsPerPage: 16);
+        _page = _arena.AllocPages(0);
+    }
+
+    /// <summary>Releases both sides.</summary>
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _destroy(_native);
+        NativeMemory.AlignedFree(_refcount);
+        _mm.Dispose();
+        _pool.Dispose();
+        _arena.Dispose(force: true);
+        _uncached.Dispose(force: true);
+        NativeLibrary.Free(_lib);
+    }
+
+    /// <summary>C: add-unless-zero CAS + fetch-sub.</summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: get_page_unless_zero + put_page")]
+    [BenchmarkCategory("get+put")]
+    public void CGetPut() => _loopGetPut(_refcount, Ops);
+
+    /// <summary>C#: <see cref="PageArena.TryGetPageUnlessZero"/> + <see cref="PageArena.PutPage"/>.</summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C#: TryGetPageUnlessZero + PutPage")]
+    [BenchmarkCategory("get+put")]
+    public void GetPut()
+    {
+        PageArena arena = _arena;
+        Pfn p = _page;
+        for (int i = 0; i < Ops; i++)
+        {
+            arena.TryGetPageUnlessZero(p);
+            arena.PutPage(p);
+        }
+    }
+
+    /// <summary>C: the thread-local magazine's pop + push.</summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: per-thread cache alloc + free")]
+    [BenchmarkCategory("cache")]
+    public void CCache() => _loopCache(_native, Ops);
+
+    /// <summary>C#: the thread's magazine (found through a thread-static).</summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C#: thread-cache AllocPages(0) + FreePages")]
+    [BenchmarkCategory("cache")]
+    public void Cache()
+    {
+        PageArena arena = _arena;
+        for (int i = 0; i < Ops; i++)
+        {
+            arena.FreePages(arena.AllocPages(0), 0);
+        }
+    }
+
+    /// <summary>C#: a <see cref="PagePool"/>'s magazine (held by the caller).</summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C#: PagePool AllocPages(0) + FreePages")]
+    [BenchmarkCategory("cache")]
+    public void Pool()
+    {
+        PagePool pool = _pool;
+        for (int i = 0; i < Ops; i++)
+        {
+            pool.FreePages(pool.AllocPages(0), 0);
+        }
+    }
+
+    /// <summary>C: the bitfield allocator's order-0 claim and release.</summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: core allocator alloc + free (order 0)")]
+    [BenchmarkCategory("core")]
+    public void CCore() => _loopCore(_native, Ops);
+
+    /// <summary>C#: the shared allocator alone (caches off).</summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C#: AllocPages(0) + FreePages, caches off")]
+    [BenchmarkCategory("core")]
+    public void Core()
+    {
+        PageArena arena = _uncached;
+        for (int i = 0; i < Ops; i++)
+        {
+            arena.FreePages(arena.AllocPages(0), 0);
+        }
+    }
+
+    /// <summary>C: the fragment cache word's fetch-and-add and the fragment count.</summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: PTE fragment alloc + free")]
+    [BenchmarkCategory("fragment")]
+    public void CFrag() => _loopFrag(_native, Ops);
+
+    /// <summary>C#: <see cref="AddressSpace.AllocFragment"/> + <see cref="AddressSpace.FreeFragment"/>.</summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C#: AllocFragment + FreeFragment")]
+    [BenchmarkCategory("fragment")]
+    public void Frag()
+    {
+        AddressSpace mm = _mm;
+        for (int i = 0; i < Ops; i++)
+        {
+            mm.FreeFragment(mm.AllocFragment());
+        }
+    }
+
+    private static string FindLibrary()
+    {
+        string? env = Environment.GetEnvironmentVariable("PAGECORE_NATIVE_LIB");
+        if (!string.IsNullOrEmpty(env) && File.Exists(env))
+        {
+            return env;
+        }
+
+        for (string? d = AppContext.BaseDirectory; d is not null; d = Path.GetDirectoryName(d))
+        {
+            string candidate = Path.Combine(d, "native", "build", "libpagecore_native.so");
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        throw new FileNotFoundException("The C reference library is not built: run 'cmake -S native -B native/build && cmake --build native/build' from the repository root (or set PAGECORE_NATIVE_LIB).");
+    }
+}

@@ -1,0 +1,217 @@
+/* The C reference of PageCore's hot paths. See include/pagecore_native.h. Memory orders are written out: acquire on
+ * the loads that pair with releases, acq_rel (full) on the read-modify-writes, as the C# code's Interlocked (full
+ * fence) and Volatile (acquire/release). */
+#include "pagecore_native.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FLAG_ALLOCATED 1u
+#define FLAG_CACHED 8u
+#define FLAG_PAGETABLE 4u
+#define MAG_CAP 64
+#define FRAGS 16u
+
+typedef struct {
+    _Atomic uint32_t flags;
+    _Atomic int32_t refcount;
+    int32_t mapcount;
+    _Atomic int32_t frag_count;
+    uint64_t compound;
+    uint8_t order, pad[7];
+    uint32_t lock, next, prev, gen, priv;
+    uint64_t index, mapping;
+} pcn_desc; /* 64 bytes, as PageDescriptor */
+
+struct pcn_arena {
+    pcn_desc *desc;
+    _Atomic uint64_t *bits;
+    uint32_t words;
+    _Atomic uint32_t hint;
+    _Alignas(128) _Atomic uint64_t frag_cache; /* (page + 1) << 32 | next index */
+};
+
+typedef struct {
+    uint32_t count;
+    uint32_t slots[MAG_CAP];
+} pcn_magazine;
+
+static _Thread_local pcn_magazine t_magazine;
+
+int pcn_get_unless_zero(int32_t *refcount) {
+    _Atomic int32_t *rc = (_Atomic int32_t *)refcount;
+    int32_t expected = 1; /* the common case: only the owner holds it */
+    while (!atomic_compare_exchange_weak_explicit(rc, &expected, expected + 1, memory_order_acq_rel, memory_order_acquire)) {
+        if (expected == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int pcn_put(int32_t *refcount) {
+    return atomic_fetch_sub_explicit((_Atomic int32_t *)refcount, 1, memory_order_acq_rel) == 1;
+}
+
+pcn_arena *pcn_arena_create(uint32_t pages) {
+    pcn_arena *a = aligned_alloc(128, sizeof(pcn_arena));
+    if (!a) {
+        return NULL;
+    }
+    memset(a, 0, sizeof *a);
+    a->words = (pages + 63) / 64;
+    a->desc = aligned_alloc(64, (size_t)pages * sizeof(pcn_desc));
+    a->bits = aligned_alloc(64, (size_t)a->words * sizeof(uint64_t));
+    if (!a->desc || !a->bits) {
+        free(a->desc);
+        free((void *)a->bits);
+        free(a);
+        return NULL;
+    }
+    memset(a->desc, 0, (size_t)pages * sizeof(pcn_desc));
+    for (uint32_t w = 0; w < a->words; w++) {
+        atomic_init(&a->bits[w], 0);
+    }
+    return a;
+}
+
+void pcn_arena_destroy(pcn_arena *a) {
+    if (a) {
+        free(a->desc);
+        free((void *)a->bits);
+        free(a);
+    }
+}
+
+uint32_t pcn_core_alloc(pcn_arena *a) {
+    uint32_t start = atomic_load_explicit(&a->hint, memory_order_relaxed);
+    for (uint32_t i = 0; i < a->words; i++) {
+        uint32_t w = (start + i) % a->words;
+        uint64_t word = atomic_load_explicit(&a->bits[w], memory_order_acquire);
+        while (~word) {
+            int bit = __builtin_ctzll(~word);
+            if (atomic_compare_exchange_weak_explicit(&a->bits[w], &word, word | (1ull << bit), memory_order_acq_rel, memory_order_acquire)) {
+                uint32_t p = w * 64 + (uint32_t)bit;
+                pcn_desc *d = &a->desc[p];
+                atomic_store_explicit(&d->flags, FLAG_ALLOCATED, memory_order_relaxed);
+                d->order = 0;
+                atomic_store_explicit(&d->refcount, 1, memory_order_release); /* published by the release store */
+                if (w != start) {
+                    atomic_store_explicit(&a->hint, w, memory_order_relaxed);
+                }
+                return p;
+            }
+        }
+    }
+    return UINT32_MAX;
+}
+
+void pcn_core_free(pcn_arena *a, uint32_t p) {
+    pcn_desc *d = &a->desc[p];
+    if (atomic_fetch_sub_explicit(&d->refcount, 1, memory_order_acq_rel) != 1) {
+        return; /* someone else still holds it */
+    }
+    atomic_store_explicit(&d->flags, 0, memory_order_relaxed);
+    atomic_fetch_and_explicit(&a->bits[p / 64], ~(1ull << (p % 64)), memory_order_acq_rel);
+}
+
+uint32_t pcn_cache_alloc(pcn_arena *a) {
+    pcn_magazine *m = &t_magazine;
+    if (m->count == 0) {
+        /* refill half a magazine from the core (the slow path, amortised) */
+        for (uint32_t i = 0; i < MAG_CAP / 2; i++) {
+            uint32_t p = pcn_core_alloc(a);
+            if (p == UINT32_MAX) {
+                break;
+            }
+            atomic_store_explicit(&a->desc[p].flags, FLAG_CACHED, memory_order_relaxed);
+            m->slots[m->count++] = p;
+        }
+        if (m->count == 0) {
+            return UINT32_MAX;
+        }
+    }
+    uint32_t p = m->slots[--m->count];
+    /* the cache's reference becomes the caller's: no refcount write, only the flags (the owner's plain store) */
+    atomic_store_explicit(&a->desc[p].flags, FLAG_ALLOCATED, memory_order_relaxed);
+    return p;
+}
+
+void pcn_cache_free(pcn_arena *a, uint32_t p) {
+    pcn_desc *d = &a->desc[p];
+    pcn_magazine *m = &t_magazine;
+    if (atomic_load_explicit(&d->refcount, memory_order_acquire) == 1 && m->count < MAG_CAP) {
+        atomic_store_explicit(&d->flags, FLAG_CACHED, memory_order_relaxed); /* the caller's reference stays: the cache's */
+        m->slots[m->count++] = p;
+        return;
+    }
+    pcn_core_free(a, p);
+}
+
+uint32_t pcn_frag_alloc(pcn_arena *a) {
+    for (;;) {
+        uint64_t claimed = atomic_fetch_add_explicit(&a->frag_cache, 1, memory_order_acq_rel);
+        uint32_t index = (uint32_t)claimed;
+        uint32_t page1 = (uint32_t)(claimed >> 32);
+        if (page1 != 0 && index < FRAGS) {
+            if (index == FRAGS - 1) {
+                uint64_t seen = claimed + 1; /* the last fragment: the cache lets go of the page */
+                atomic_compare_exchange_strong_explicit(&a->frag_cache, &seen, 0, memory_order_acq_rel, memory_order_acquire);
+            }
+            return ((page1 - 1) << 8) | index;
+        }
+        if (page1 != 0) {
+            uint64_t seen = claimed + 1; /* exhausted: retire it so a new page can be cached */
+            atomic_compare_exchange_strong_explicit(&a->frag_cache, &seen, 0, memory_order_acq_rel, memory_order_acquire);
+            continue;
+        }
+        uint32_t p = pcn_core_alloc(a);
+        if (p == UINT32_MAX) {
+            return UINT32_MAX;
+        }
+        pcn_desc *d = &a->desc[p];
+        atomic_fetch_or_explicit(&d->flags, FLAG_PAGETABLE, memory_order_relaxed);
+        atomic_store_explicit(&d->frag_count, (int32_t)FRAGS, memory_order_relaxed);
+        uint64_t empty = claimed + 1;
+        uint64_t word = ((uint64_t)(p + 1) << 32) | 1;
+        if (!atomic_compare_exchange_strong_explicit(&a->frag_cache, &empty, word, memory_order_acq_rel, memory_order_acquire)) {
+            atomic_store_explicit(&d->frag_count, 1, memory_order_release); /* another page won: this one serves one */
+        }
+        return p << 8;
+    }
+}
+
+void pcn_frag_free(pcn_arena *a, uint32_t frag) {
+    uint32_t p = frag >> 8;
+    pcn_desc *d = &a->desc[p];
+    if (atomic_fetch_sub_explicit(&d->frag_count, 1, memory_order_acq_rel) == 1) {
+        atomic_fetch_and_explicit(&d->flags, ~FLAG_PAGETABLE, memory_order_relaxed);
+        pcn_core_free(a, p);
+    }
+}
+
+void pcn_loop_get_put(int32_t *refcount, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        pcn_get_unless_zero(refcount);
+        pcn_put(refcount);
+    }
+}
+
+void pcn_loop_cache(pcn_arena *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        pcn_cache_free(a, pcn_cache_alloc(a));
+    }
+}
+
+void pcn_loop_core(pcn_arena *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        pcn_core_free(a, pcn_core_alloc(a));
+    }
+}
+
+void pcn_loop_frag(pcn_arena *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        pcn_frag_free(a, pcn_frag_alloc(a));
+    }
+}
