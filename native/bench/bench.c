@@ -2,6 +2,7 @@
 #include "pagecore_native.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 static double now_ns(void) {
@@ -22,8 +23,12 @@ static double now_ns(void) {
         printf("| %-40s | %8.2f ns |\n", name, best);                          \
     } while (0)
 
-int main(void) {
-    const int64_t n = 20000000;
+int main(int argc, char **argv) {
+    const int64_t n = argc > 1 ? atoll(argv[1]) : 20000000;
+    if (n <= 0) {
+        fprintf(stderr, "usage: pagecore-native-bench [operations per path, default 20000000]\n");
+        return 64;
+    }
     int32_t rc = 1;
     pcn_arena *a = pcn_arena_create(1u << 16);
     if (!a) {

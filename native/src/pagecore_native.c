@@ -33,11 +33,15 @@ struct pcn_arena {
 };
 
 typedef struct {
+    _Atomic int busy;          /* the owner's hand-over flag (PageCaches' Busy): set around every pop/push */
+    _Atomic int steal_pending; /* a stealer's request (PageCaches' StealPending) */
     uint32_t count;
     uint32_t slots[MAG_CAP];
 } pcn_magazine;
 
-static _Thread_local pcn_magazine t_magazine;
+/* initial-exec: one segment-relative access, as the CLR's inlined thread-static; the default model for a shared library
+ * (general-dynamic) would call __tls_get_addr on every access. */
+static _Thread_local pcn_magazine t_magazine __attribute__((tls_model("initial-exec")));
 
 int pcn_get_unless_zero(int32_t *refcount) {
     _Atomic int32_t *rc = (_Atomic int32_t *)refcount;
@@ -118,6 +122,12 @@ void pcn_core_free(pcn_arena *a, uint32_t p) {
 
 uint32_t pcn_cache_alloc(pcn_arena *a) {
     pcn_magazine *m = &t_magazine;
+    /* The owner's side of the steal handshake: two plain stores and a load (the stealer pays a process-wide barrier). */
+    atomic_store_explicit(&m->busy, 1, memory_order_relaxed);
+    if (atomic_load_explicit(&m->steal_pending, memory_order_acquire)) {
+        atomic_store_explicit(&m->busy, 0, memory_order_release);
+        return pcn_core_alloc(a);
+    }
     if (m->count == 0) {
         /* refill half a magazine from the core (the slow path, amortised) */
         for (uint32_t i = 0; i < MAG_CAP / 2; i++) {
@@ -129,10 +139,12 @@ uint32_t pcn_cache_alloc(pcn_arena *a) {
             m->slots[m->count++] = p;
         }
         if (m->count == 0) {
+            atomic_store_explicit(&m->busy, 0, memory_order_release);
             return UINT32_MAX;
         }
     }
     uint32_t p = m->slots[--m->count];
+    atomic_store_explicit(&m->busy, 0, memory_order_release);
     /* the cache's reference becomes the caller's: no refcount write, only the flags (the owner's plain store) */
     atomic_store_explicit(&a->desc[p].flags, FLAG_ALLOCATED, memory_order_relaxed);
     return p;
@@ -141,10 +153,16 @@ uint32_t pcn_cache_alloc(pcn_arena *a) {
 void pcn_cache_free(pcn_arena *a, uint32_t p) {
     pcn_desc *d = &a->desc[p];
     pcn_magazine *m = &t_magazine;
-    if (atomic_load_explicit(&d->refcount, memory_order_acquire) == 1 && m->count < MAG_CAP) {
+    if (atomic_load_explicit(&d->refcount, memory_order_acquire) == 1) {
         atomic_store_explicit(&d->flags, FLAG_CACHED, memory_order_relaxed); /* the caller's reference stays: the cache's */
-        m->slots[m->count++] = p;
-        return;
+        atomic_store_explicit(&m->busy, 1, memory_order_relaxed);
+        if (!atomic_load_explicit(&m->steal_pending, memory_order_acquire) && m->count < MAG_CAP) {
+            m->slots[m->count++] = p;
+            atomic_store_explicit(&m->busy, 0, memory_order_release);
+            return;
+        }
+        atomic_store_explicit(&m->busy, 0, memory_order_release);
+        atomic_store_explicit(&d->flags, FLAG_ALLOCATED, memory_order_relaxed);
     }
     pcn_core_free(a, p);
 }

@@ -37,3 +37,55 @@ public sealed class ModelTests(ITestOutputHelper output)
         Assert.Equal(10, text.Split('\n').Count(l => l.StartsWith("| rule", StringComparison.Ordinal) && l.TrimEnd().EndsWith("| yes |", StringComparison.Ordinal)));
     }
 }
+
+/// <summary>native/ builds with the README's set-up (CMake, the system C compiler) and its benchmark runs.</summary>
+[Collection(StressCollection.Name)]
+public sealed class NativeBuildTests(ITestOutputHelper output)
+{
+    [Fact(Timeout = 300_000)]
+    public async Task TheCReferenceBuildsAndItsBenchmarkRuns()
+    {
+        string root = AppContext.BaseDirectory;
+        while (!File.Exists(Path.Combine(root, "PageCore.sln")))
+        {
+            root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("PageCore.sln not found");
+        }
+
+        string build = Path.Combine(Path.GetTempPath(), "pagecore-native-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            await Run("cmake", $"-S \"{Path.Combine(root, "native")}\" -B \"{build}\" -DCMAKE_BUILD_TYPE=Release");
+            await Run("cmake", $"--build \"{build}\"");
+            string printed = await Run(Path.Combine(build, "pagecore-native-bench"), "200000");
+            foreach (string path in new[] { "get_page_unless_zero + put_page", "per-thread cache alloc + free", "core allocator alloc + free", "PTE fragment alloc + free" })
+            {
+                Assert.Contains(path, printed);
+            }
+
+            Assert.True(File.Exists(Path.Combine(build, "libpagecore_native.so")));
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(build, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private async Task<string> Run(string exe, string args)
+    {
+        var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        using Process p = Process.Start(psi)!;
+        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        string text = await stdout + await stderr;
+        output.WriteLine($"$ {exe} {args}{Environment.NewLine}{text}");
+        Assert.True(p.ExitCode == 0, $"{exe} {args} exited {p.ExitCode}:{Environment.NewLine}{text}");
+        return text;
+    }
+}
