@@ -8,8 +8,8 @@ using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 
-/// <summary>The <see cref="MemoryPool{T}"/> adapter: sizes, reuse, pins, checked-mode misuse, and System.IO.Pipelines over it.</summary>
-public sealed class MemoryPoolTests(ITestOutputHelper output)
+/// <summary>The <see cref="MemoryPool{T}"/> adapter: sizes, reuse, compound blocks, pins, and checked-mode misuse.</summary>
+public sealed class MemoryPoolTests
 {
     [Fact]
     public void RentGivesAlignedBlocksOfTheSmallestOrderAndDisposeFreesThem()
@@ -89,7 +89,12 @@ public sealed class MemoryPoolTests(ITestOutputHelper output)
         second.Dispose();
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
+}
 
+/// <summary>System.IO.Pipelines over the page pool: a concurrency test (socket tasks), so it runs alone and bounded.</summary>
+[Collection(StressCollection.Name)]
+public sealed class PipelinesTests(ITestOutputHelper output)
+{
     /// <summary>A loopback socket echo with System.IO.Pipelines on both ends, every buffer from the page pool.</summary>
     [Fact(Timeout = 60_000)]
     public async Task PipelinesEchoOverLoopbackKeepsEveryByte()
