@@ -10,7 +10,7 @@ namespace PageCore.Tests;
 /// The NuGet package as a consumer gets it: the library is packed from a copy of the sources (so the running tests'
 /// own build is never touched), the package is checked (README, license expression, XML docs, repository commit, a
 /// symbols package), and a fresh console project outside the solution restores it from a local folder feed and runs an
-/// alloc/free through it.
+/// alloc/free through it; then the README's C# snippets are compiled and run against the same package.
 /// </summary>
 [Collection(StressCollection.Name)] // alone: it runs two builds
 public sealed class PackageTests(ITestOutputHelper output)
@@ -106,6 +106,31 @@ public sealed class PackageTests(ITestOutputHelper output)
                 """);
             string printed = await Run("dotnet", "run -c Release", app);
             Assert.Contains("consumer ok 16552 free 1024", printed);
+
+            // The README's C# snippets, compiled and run against the package (so they cannot drift from the API).
+            string snippets = Path.Combine(work, "snippets");
+            Directory.CreateDirectory(snippets);
+            File.Copy(Path.Combine(app, "nuget.config"), Path.Combine(snippets, "nuget.config"));
+            File.Copy(Path.Combine(app, "consumer.csproj"), Path.Combine(snippets, "snippets.csproj"));
+            string[] blocks = Regex.Matches(File.ReadAllText(Path.Combine(root, "README.md")), "```csharp\n(.*?)```", RegexOptions.Singleline)
+                .Select(m => m.Groups[1].Value).ToArray();
+            Assert.True(blocks.Length >= 3, "the README has fewer C# snippets than expected");
+            var main = new System.Text.StringBuilder("using PageCore;\nusing var shared = PageArena.Create(new PageArenaOptions { Pages = 1 << 14 });\n");
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                string[] lines = blocks[i].Split('\n');
+                string[] usings = lines.Where(l => Regex.IsMatch(l, @"^using [A-Za-z.]+;\s*$")).ToArray();
+                string body = string.Join('\n', lines.Where(l => !usings.Contains(l)));
+                string prelude = body.Contains("PageArena arena", StringComparison.Ordinal) ? "" : "PageArena arena = shared;\n";
+                File.WriteAllText(Path.Combine(snippets, $"Snippet{i}.cs"),
+                    string.Join('\n', usings.Append("using System.Buffers;").Append("using PageCore;").Append("using PageCore.Buffers;").Distinct()) +
+                    $"\n#pragma warning disable CS0168, CS0219\npublic static class Snippet{i}\n{{\n    public static void Run(PageArena shared)\n    {{\n{prelude}{body}\n    }}\n}}\n");
+                main.Append($"Snippet{i}.Run(shared);\n");
+            }
+
+            main.Append("Console.WriteLine(\"snippets ok\");\n");
+            File.WriteAllText(Path.Combine(snippets, "Program.cs"), main.ToString());
+            Assert.Contains("snippets ok", await Run("dotnet", "run -c Release", snippets));
         }
         finally
         {
