@@ -11,6 +11,9 @@ namespace PageCore;
 /// nothing that a TLB (or the hash MMU of a later layer) may still translate to is freed (the unhook -> flush -> free
 /// order). Tables go to <see cref="AddressSpace"/>'s deferred free after the flush, so a lockless walker inside a section
 /// never reads a reused table.
+/// <para>A gather counts itself in its address space's pending flushes from construction to <see cref="Dispose"/>
+/// (<c>inc_tlb_flush_pending</c>): always dispose it, or every other gather on the address space takes itself for nested
+/// and flushes its whole range.</para>
 /// </remarks>
 public sealed class MmuGather : IDisposable
 {
