@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -15,25 +14,7 @@ public sealed class ModelTests(ITestOutputHelper output)
     [Fact(Timeout = 300_000)]
     public async Task EveryLegacyModelGivesACounterexampleAndEveryFixedModelVerifies()
     {
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "PageCore.sln")))
-        {
-            root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("PageCore.sln not found");
-        }
-
-        var psi = new ProcessStartInfo("bash", Path.Combine(root, "native", "models", "run-models.sh"))
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        using Process p = Process.Start(psi)!;
-        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        string text = await stdout + await stderr;
-        output.WriteLine(text);
-        Assert.True(p.ExitCode == 0, $"run-models.sh exited {p.ExitCode}:{Environment.NewLine}{text}");
+        string text = await TestSupport.RunProcess(output, "bash", Path.Combine(TestSupport.RepoRoot(), "native", "models", "run-models.sh"));
         Assert.Equal(10, text.Split('\n').Count(l => l.StartsWith("| rule", StringComparison.Ordinal) && l.TrimEnd().EndsWith("| yes |", StringComparison.Ordinal)));
     }
 }
@@ -45,12 +26,7 @@ public sealed class NativeBuildTests(ITestOutputHelper output)
     [Fact(Timeout = 300_000)]
     public async Task TheCReferenceBuildsAndItsBenchmarkRuns()
     {
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "PageCore.sln")))
-        {
-            root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("PageCore.sln not found");
-        }
-
+        string root = TestSupport.RepoRoot();
         string build = Path.Combine(Path.GetTempPath(), "pagecore-native-" + Guid.NewGuid().ToString("N")[..8]);
         try
         {
@@ -76,16 +52,5 @@ public sealed class NativeBuildTests(ITestOutputHelper output)
         }
     }
 
-    private async Task<string> Run(string exe, string args)
-    {
-        var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        using Process p = Process.Start(psi)!;
-        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        string text = await stdout + await stderr;
-        output.WriteLine($"$ {exe} {args}{Environment.NewLine}{text}");
-        Assert.True(p.ExitCode == 0, $"{exe} {args} exited {p.ExitCode}:{Environment.NewLine}{text}");
-        return text;
-    }
+    private Task<string> Run(string exe, string args) => TestSupport.RunProcess(output, exe, args);
 }

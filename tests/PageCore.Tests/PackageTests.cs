@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.IO.Compression;
 using System.Text.RegularExpressions;
 using Xunit;
@@ -18,7 +17,7 @@ public sealed class PackageTests(ITestOutputHelper output)
     [Fact(Timeout = 600_000)]
     public async Task APackedPackageRestoresAndRunsInAFreshProject()
     {
-        string root = RepoRoot();
+        string root = TestSupport.RepoRoot();
         string work = Path.Combine(Path.GetTempPath(), "pagecore-pack-" + Guid.NewGuid().ToString("N")[..8]);
         try
         {
@@ -144,19 +143,6 @@ public sealed class PackageTests(ITestOutputHelper output)
         }
     }
 
-    private static string RepoRoot()
-    {
-        for (string? d = AppContext.BaseDirectory; d is not null; d = Path.GetDirectoryName(d))
-        {
-            if (File.Exists(Path.Combine(d, "PageCore.sln")))
-            {
-                return d;
-            }
-        }
-
-        throw new InvalidOperationException("PageCore.sln not found above " + AppContext.BaseDirectory);
-    }
-
     private static void CopyTree(string from, string to)
     {
         foreach (string dir in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
@@ -182,31 +168,5 @@ public sealed class PackageTests(ITestOutputHelper output)
     private static bool IsBuildOutput(string rel) =>
         rel.StartsWith("bin", StringComparison.Ordinal) || rel.StartsWith("obj", StringComparison.Ordinal);
 
-    private async Task<string> Run(string exe, string args, string dir)
-    {
-        var psi = new ProcessStartInfo(exe, args)
-        {
-            WorkingDirectory = dir,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-
-        // The test host's MSBuild settings must not leak into the child builds.
-        foreach (string key in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || k.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)).ToList())
-        {
-            psi.Environment.Remove(key);
-        }
-
-        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        psi.Environment["DOTNET_NOLOGO"] = "1";
-        using Process p = Process.Start(psi)!;
-        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        string text = await stdout + await stderr;
-        output.WriteLine($"$ {exe} {args}{Environment.NewLine}{text}");
-        Assert.True(p.ExitCode == 0, $"{exe} {args} exited {p.ExitCode}:{Environment.NewLine}{text}");
-        return text;
-    }
+    private Task<string> Run(string exe, string args, string dir) => TestSupport.RunProcess(output, exe, args, dir);
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -40,6 +41,51 @@ internal static class TestSupport
     /// <summary>An arena that is force-disposed at the end of a test, so a failed assertion is not hidden by Dispose refusing.</summary>
     public static ArenaLease Lease(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32) =>
         new(NewArena(pages, maxOrder, caches, isChecked, batch));
+
+    /// <summary>The repository root: the first folder above the test binaries that holds PageCore.sln.</summary>
+    public static string RepoRoot()
+    {
+        for (string? d = AppContext.BaseDirectory; d is not null; d = Path.GetDirectoryName(d))
+        {
+            if (File.Exists(Path.Combine(d, "PageCore.sln")))
+            {
+                return d;
+            }
+        }
+
+        throw new InvalidOperationException("PageCore.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>
+    /// Runs a child process to its end and returns everything it printed (stdout, then stderr), also written to
+    /// <paramref name="output"/>; asserts exit code 0. The test host's MSBuild settings are kept from the child, so a
+    /// child build is a build of its own.
+    /// </summary>
+    public static async Task<string> RunProcess(ITestOutputHelper output, string exe, string args, string? dir = null)
+    {
+        var psi = new ProcessStartInfo(exe, args)
+        {
+            WorkingDirectory = dir ?? Environment.CurrentDirectory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string key in psi.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || k.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)).ToList())
+        {
+            psi.Environment.Remove(key);
+        }
+
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+        using Process p = Process.Start(psi)!;
+        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        string text = await stdout + await stderr;
+        output.WriteLine($"$ {exe} {args}{Environment.NewLine}{text}");
+        Assert.True(p.ExitCode == 0, $"{exe} {args} exited {p.ExitCode}:{Environment.NewLine}{text}");
+        return text;
+    }
 
     /// <summary>Drains, verifies, and checks that the whole arena is free as blocks of MaxOrder.</summary>
     public static void AssertFullyFreeAndCoalesced(PageArena arena)

@@ -40,19 +40,11 @@ public sealed class HashBatchScenario : IScenario
             new OpKind("map read-only", [], []), new OpKind("map writable", [], []));
         var hash = new HashMmu(groups: 256);
         var mm = new AddressSpace(arena, new AddressSpaceOptions { Epochs = new EpochDomain(), HashMmu = hash, LegacyHashBatchInGather = ctx.Legacy });
-        int reported = 0;
+        var forwarded = new ForwardOnce();
         void Audit()
         {
             string[] found = hash.Violations.ToArray();
-            int seen = Volatile.Read(ref reported);
-            long total = hash.ViolationCount;
-            if (total > seen && Interlocked.CompareExchange(ref reported, (int)Math.Min(total, int.MaxValue), seen) == seen)
-            {
-                for (long i = seen; i < total; i++)
-                {
-                    ctx.Violation(i < found.Length ? "hash MMU: " + found[i] : "hash MMU: (more violations)");
-                }
-            }
+            forwarded.Forward(hash.ViolationCount, i => ctx.Violation(i < found.Length ? "hash MMU: " + found[i] : "hash MMU: (more violations)"));
         }
 
         var workers = Enumerable.Range(0, ctx.Threads).Select(i => ($"cpu-{i}", (Action<Recorder>)(rec =>

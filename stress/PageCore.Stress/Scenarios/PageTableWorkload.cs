@@ -16,7 +16,7 @@ internal sealed class PageTableWorkload
     private readonly AddressSpace _mm;
     private readonly int _ranges;
     private readonly int[] _weights;
-    private int _bugsSeen;
+    private readonly ForwardOnce _bugsForwarded = new();
 
     /// <param name="ctx">The run.</param>
     /// <param name="arena">A checked arena (freed tables are poisoned).</param>
@@ -201,21 +201,6 @@ internal sealed class PageTableWorkload
     private void AuditBugs()
     {
         PageBugException[] bugs = _mm.ReportedBugs.ToArray();
-        int seen = Volatile.Read(ref _bugsSeen);
-        while (seen < bugs.Length)
-        {
-            int now = Interlocked.CompareExchange(ref _bugsSeen, bugs.Length, seen);
-            if (now == seen)
-            {
-                for (int i = seen; i < bugs.Length; i++)
-                {
-                    _ctx.Violation(bugs[i]);
-                }
-
-                return;
-            }
-
-            seen = now;
-        }
+        _bugsForwarded.Forward(bugs.Length, i => _ctx.Violation(bugs[i]));
     }
 }
