@@ -57,45 +57,62 @@ public static class ProcessMonitor
             ["MaxHistograms"] = "10",
         });
         int received = 0;
-        using EventPipeSession session = client.StartEventPipeSession([provider], requestRundown: false);
-        using var source = new EventPipeEventSource(session.EventStream);
-        source.Dynamic.All += e =>
-        {
-            if (e.ProviderName != "System.Diagnostics.Metrics" || (string?)e.PayloadByName("sessionId") != sessionId)
-            {
-                return;
-            }
 
-            string? line = e.EventName switch
+        // The whole session runs on its own task, so a target that never answers the stop (or a trace source that does
+        // not drain) cannot hold the caller past its duration and a grace period.
+        Task watching = Task.Run(() =>
+        {
+            using EventPipeSession session = client.StartEventPipeSession([provider], requestRundown: false);
+            using var source = new EventPipeEventSource(session.EventStream);
+            source.Dynamic.All += e =>
             {
-                "CounterRateValuePublished" or "UpDownCounterRateValuePublished" =>
-                    $"{Name(e)} {e.PayloadByName("value")} (+{e.PayloadByName("rate")} in {refreshSeconds}s)",
-                "GaugeValuePublished" => $"{Name(e)} {e.PayloadByName("lastValue")}",
-                "Error" or "MultipleSessionsNotSupportedError" or "TimeSeriesLimitReached" => $"monitor: {e.EventName} {e.PayloadByName("errorMessage")}",
-                _ => null,
-            };
-            if (line is not null)
-            {
-                lock (output)
+                if (e.ProviderName != "System.Diagnostics.Metrics" || (string?)e.PayloadByName("sessionId") != sessionId)
                 {
-                    output.WriteLine($"{DateTime.Now:HH:mm:ss} pid {pid} {line}");
-                    received++;
+                    return;
                 }
+
+                string? line = e.EventName switch
+                {
+                    "CounterRateValuePublished" or "UpDownCounterRateValuePublished" =>
+                        $"{Name(e)} {e.PayloadByName("value")} (+{e.PayloadByName("rate")} in {refreshSeconds}s)",
+                    "GaugeValuePublished" => $"{Name(e)} {e.PayloadByName("lastValue")}",
+                    "Error" or "MultipleSessionsNotSupportedError" or "TimeSeriesLimitReached" => $"monitor: {e.EventName} {e.PayloadByName("errorMessage")}",
+                    _ => null,
+                };
+                if (line is not null)
+                {
+                    lock (output)
+                    {
+                        output.WriteLine($"{DateTime.Now:HH:mm:ss} pid {pid} {line}");
+                        received++;
+                    }
+                }
+            };
+            Task processing = Task.Run(source.Process);
+            Task.WaitAny(processing, Task.Delay(duration));
+            try
+            {
+                session.Stop();
             }
-        };
-        Task processing = Task.Run(source.Process);
-        Task.WaitAny(processing, Task.Delay(duration));
-        try
+            catch (Exception ex) when (ex is ServerNotAvailableException or EndOfStreamException or IOException)
+            {
+                // the target exited first
+            }
+
+            processing.Wait(TimeSpan.FromSeconds(5));
+        });
+        if (!watching.Wait(duration + TimeSpan.FromSeconds(20)))
         {
-            session.Stop();
-        }
-        catch (Exception ex) when (ex is ServerNotAvailableException or EndOfStreamException or IOException)
-        {
-            // the target exited first
+            lock (output)
+            {
+                output.WriteLine($"monitor: pid {pid} did not end the session in time; stopped waiting for it");
+            }
         }
 
-        processing.Wait(TimeSpan.FromSeconds(5));
-        return received;
+        lock (output)
+        {
+            return received;
+        }
     }
 
     private static string Name(TraceEvent e)

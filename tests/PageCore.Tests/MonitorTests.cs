@@ -27,6 +27,7 @@ public sealed class MonitorTests(ITestOutputHelper output)
     {
         using Process child = StartStress("run alloc-churn --duration 20s --threads 2 --arena-pages 16384");
         Task<string> childOut = child.StandardOutput.ReadToEndAsync();
+        Task<string> childErr = child.StandardError.ReadToEndAsync(); // drained, so the child never blocks on a full pipe
         try
         {
             await Task.Run(() =>
@@ -59,7 +60,7 @@ public sealed class MonitorTests(ITestOutputHelper output)
             }
 
             await child.WaitForExitAsync();
-            _ = await childOut;
+            _ = await childOut + await childErr;
         }
     }
 
