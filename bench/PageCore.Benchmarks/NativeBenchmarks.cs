@@ -21,6 +21,7 @@ public unsafe class NativeBenchmarks
     private int* _refcount;
     private delegate* unmanaged[SuppressGCTransition]<int*, long, void> _loopGetPut;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCache;
+    private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCacheGd;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCore;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopFrag;
     private delegate* unmanaged<nint, void> _destroy;
@@ -37,6 +38,7 @@ public unsafe class NativeBenchmarks
         _lib = NativeLibrary.Load(FindLibrary());
         _loopGetPut = (delegate* unmanaged[SuppressGCTransition]<int*, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_get_put");
         _loopCache = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache");
+        _loopCacheGd = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache_gd");
         _loopCore = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_core");
         _loopFrag = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_frag");
         _destroy = (delegate* unmanaged<nint, void>)NativeLibrary.GetExport(_lib, "pcn_arena_destroy");
@@ -89,6 +91,15 @@ public unsafe class NativeBenchmarks
     [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: per-thread cache alloc + free")]
     [BenchmarkCategory("cache")]
     public void CCache() => _loopCache(_native, Ops);
+
+    /// <summary>
+    /// C: the same pop + push with the magazine found through <c>__tls_get_addr</c> once per operation, which is how
+    /// CoreCLR's JIT reaches a [ThreadStatic] on linux-x64 (the row above uses a segment-relative access, which managed
+    /// code gets only under NativeAOT).
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C: per-thread cache, TLS via __tls_get_addr")]
+    [BenchmarkCategory("cache")]
+    public void CCacheTlsGetAddr() => _loopCacheGd(_native, Ops);
 
     /// <summary>C#: the thread's magazine (found through a thread-static).</summary>
     [Benchmark(OperationsPerInvoke = Ops, Description = "C#: thread-cache AllocPages(0) + FreePages")]

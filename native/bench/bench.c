@@ -38,6 +38,7 @@ int main(int argc, char **argv) {
     printf("| C reference path (best of 5, %lld ops each) | time/op |\n|---|---|\n", (long long)n);
     RUN("get_page_unless_zero + put_page", pcn_loop_get_put(&rc, n));
     RUN("per-thread cache alloc + free (order 0)", pcn_loop_cache(a, n));
+    RUN("  the same, TLS via __tls_get_addr", pcn_loop_cache_gd(a, n));
     RUN("core allocator alloc + free (order 0)", pcn_loop_core(a, n));
     RUN("PTE fragment alloc + free (16 per page)", pcn_loop_frag(a, n));
     pcn_arena_destroy(a);

@@ -29,6 +29,10 @@ void pcn_core_free(pcn_arena *a, uint32_t pfn);
 /* The per-thread magazine's hit path (orders 0): pop/push without atomics, the page keeping the cache's reference. */
 uint32_t pcn_cache_alloc(pcn_arena *a);
 void pcn_cache_free(pcn_arena *a, uint32_t pfn);
+/* The same, with the thread's magazine found through __tls_get_addr once per operation (the global-dynamic TLS model),
+ * as CoreCLR's JIT finds a [ThreadStatic] on linux-x64: the C figure at the runtime's price for a thread-local. */
+uint32_t pcn_cache_alloc_gd(pcn_arena *a);
+void pcn_cache_free_gd(pcn_arena *a, uint32_t pfn);
 
 /* The page-table fragment allocator: claim an index with one fetch-and-add on the cache word, count fragments in their
  * own counter, free the page-table page when the count reaches 0. Returns (page << 8) | index. */
@@ -38,6 +42,7 @@ void pcn_frag_free(pcn_arena *a, uint32_t frag);
 /* Benchmark loops: n operations each, timed by the caller (BenchmarkDotNet through P/Invoke, or bench.c). */
 void pcn_loop_get_put(int32_t *refcount, int64_t n);
 void pcn_loop_cache(pcn_arena *a, int64_t n);
+void pcn_loop_cache_gd(pcn_arena *a, int64_t n);
 void pcn_loop_core(pcn_arena *a, int64_t n);
 void pcn_loop_frag(pcn_arena *a, int64_t n);
 

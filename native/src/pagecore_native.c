@@ -13,16 +13,24 @@
 #define MAG_CAP 64
 #define FRAGS 16u
 
+/* The hot paths are inlined into the exported functions and into the loops (the C# side's are inlined by the JIT), and
+ * the library is built with -fno-semantic-interposition, so no call goes through the PLT: C at its best. */
+#define HOT static inline __attribute__((always_inline))
+#define COLD static __attribute__((noinline))
+
 typedef struct {
     _Atomic uint32_t flags;
     _Atomic int32_t refcount;
     int32_t mapcount;
     _Atomic int32_t frag_count;
     uint64_t compound;
-    uint8_t order, pad[7];
-    uint32_t lock, next, prev, gen, priv;
+    uint8_t order, compound_order;
+    uint16_t reserved;
+    int32_t lock;
+    uint32_t next, prev, gen, priv;
     uint64_t index, mapping;
-} pcn_desc; /* 64 bytes, as PageDescriptor */
+} pcn_desc; /* PageDescriptor's layout, field for field */
+_Static_assert(sizeof(pcn_desc) == 64, "a descriptor is 64 bytes, as PageDescriptor");
 
 struct pcn_arena {
     pcn_desc *desc;
@@ -35,15 +43,29 @@ struct pcn_arena {
 typedef struct {
     _Atomic int busy;          /* the owner's hand-over flag (PageCaches' Busy): set around every pop/push */
     _Atomic int steal_pending; /* a stealer's request (PageCaches' StealPending) */
+    const pcn_arena *owner;    /* the arena this thread's magazine serves (PageCaches.ThreadMagazine's owner check) */
     uint32_t count;
     uint32_t slots[MAG_CAP];
 } pcn_magazine;
 
-/* initial-exec: one segment-relative access, as the CLR's inlined thread-static; the default model for a shared library
- * (general-dynamic) would call __tls_get_addr on every access. */
+/* initial-exec: one segment-relative access (fs: on x86-64, tpidr_el0 on arm64), the cheapest thread-local there is:
+ * glibc's malloc finds its tcache this way. */
 static _Thread_local pcn_magazine t_magazine __attribute__((tls_model("initial-exec")));
 
-int pcn_get_unless_zero(int32_t *refcount) {
+/* global-dynamic: every access calls ld.so's __tls_get_addr. This is how CoreCLR's JIT reaches a [ThreadStatic] on
+ * linux-x64 (one direct call to __tls_get_addr per access; only NativeAOT gets a segment-relative access), so the
+ * "_gd" functions measure the same algorithm with the thread-local found at the runtime's price. */
+static _Thread_local pcn_magazine t_magazine_gd __attribute__((tls_model("global-dynamic")));
+
+/* One __tls_get_addr call per operation, as the JIT makes one per [ThreadStatic] read: the empty asm hides the address
+ * from the optimiser, so it is neither hoisted out of a loop nor recomputed inside the operation. */
+HOT pcn_magazine *magazine_gd(void) {
+    pcn_magazine *m = &t_magazine_gd;
+    __asm__ volatile("" : "+r"(m));
+    return m;
+}
+
+HOT int get_unless_zero(int32_t *refcount) {
     _Atomic int32_t *rc = (_Atomic int32_t *)refcount;
     int32_t expected = 1; /* the common case: only the owner holds it */
     while (!atomic_compare_exchange_weak_explicit(rc, &expected, expected + 1, memory_order_acq_rel, memory_order_acquire)) {
@@ -54,8 +76,16 @@ int pcn_get_unless_zero(int32_t *refcount) {
     return 1;
 }
 
-int pcn_put(int32_t *refcount) {
+HOT int put(int32_t *refcount) {
     return atomic_fetch_sub_explicit((_Atomic int32_t *)refcount, 1, memory_order_acq_rel) == 1;
+}
+
+int pcn_get_unless_zero(int32_t *refcount) {
+    return get_unless_zero(refcount);
+}
+
+int pcn_put(int32_t *refcount) {
+    return put(refcount);
 }
 
 pcn_arena *pcn_arena_create(uint32_t pages) {
@@ -88,7 +118,7 @@ void pcn_arena_destroy(pcn_arena *a) {
     }
 }
 
-uint32_t pcn_core_alloc(pcn_arena *a) {
+HOT uint32_t core_alloc(pcn_arena *a) {
     uint32_t start = atomic_load_explicit(&a->hint, memory_order_relaxed);
     for (uint32_t i = 0; i < a->words; i++) {
         uint32_t w = (start + i) % a->words;
@@ -111,7 +141,7 @@ uint32_t pcn_core_alloc(pcn_arena *a) {
     return UINT32_MAX;
 }
 
-void pcn_core_free(pcn_arena *a, uint32_t p) {
+HOT void core_free(pcn_arena *a, uint32_t p) {
     pcn_desc *d = &a->desc[p];
     if (atomic_fetch_sub_explicit(&d->refcount, 1, memory_order_acq_rel) != 1) {
         return; /* someone else still holds it */
@@ -120,40 +150,59 @@ void pcn_core_free(pcn_arena *a, uint32_t p) {
     atomic_fetch_and_explicit(&a->bits[p / 64], ~(1ull << (p % 64)), memory_order_acq_rel);
 }
 
-uint32_t pcn_cache_alloc(pcn_arena *a) {
-    pcn_magazine *m = &t_magazine;
+uint32_t pcn_core_alloc(pcn_arena *a) {
+    return core_alloc(a);
+}
+
+void pcn_core_free(pcn_arena *a, uint32_t p) {
+    core_free(a, p);
+}
+
+/* The magazine's miss: a thread's first use in this arena (the owner check fails) or an empty magazine: refill half a
+ * magazine from the core. Called inside the owner's busy window. */
+COLD uint32_t magazine_refill(pcn_arena *a, pcn_magazine *m) {
+    if (m->owner != a) {
+        if (m->count != 0) {
+            return UINT32_MAX; /* one arena per thread in this reference; the C# side keeps a list */
+        }
+        m->owner = a;
+    }
+    for (uint32_t i = 0; i < MAG_CAP / 2; i++) {
+        uint32_t p = core_alloc(a);
+        if (p == UINT32_MAX) {
+            break;
+        }
+        atomic_store_explicit(&a->desc[p].flags, FLAG_CACHED, memory_order_relaxed);
+        m->slots[m->count++] = p;
+    }
+    return m->count == 0 ? UINT32_MAX : m->slots[--m->count];
+}
+
+HOT uint32_t magazine_alloc(pcn_arena *a, pcn_magazine *m) {
     /* The owner's side of the steal handshake: two plain stores and a load (the stealer pays a process-wide barrier). */
     atomic_store_explicit(&m->busy, 1, memory_order_relaxed);
     if (atomic_load_explicit(&m->steal_pending, memory_order_acquire)) {
         atomic_store_explicit(&m->busy, 0, memory_order_release);
-        return pcn_core_alloc(a);
+        return core_alloc(a);
     }
-    if (m->count == 0) {
-        /* refill half a magazine from the core (the slow path, amortised) */
-        for (uint32_t i = 0; i < MAG_CAP / 2; i++) {
-            uint32_t p = pcn_core_alloc(a);
-            if (p == UINT32_MAX) {
-                break;
-            }
-            atomic_store_explicit(&a->desc[p].flags, FLAG_CACHED, memory_order_relaxed);
-            m->slots[m->count++] = p;
-        }
-        if (m->count == 0) {
-            atomic_store_explicit(&m->busy, 0, memory_order_release);
-            return UINT32_MAX;
-        }
+    uint32_t p;
+    if (__builtin_expect(m->owner == a && m->count != 0, 1)) {
+        p = m->slots[--m->count];
+    } else {
+        p = magazine_refill(a, m);
     }
-    uint32_t p = m->slots[--m->count];
     atomic_store_explicit(&m->busy, 0, memory_order_release);
+    if (p == UINT32_MAX) {
+        return core_alloc(a);
+    }
     /* the cache's reference becomes the caller's: no refcount write, only the flags (the owner's plain store) */
     atomic_store_explicit(&a->desc[p].flags, FLAG_ALLOCATED, memory_order_relaxed);
     return p;
 }
 
-void pcn_cache_free(pcn_arena *a, uint32_t p) {
+HOT void magazine_free(pcn_arena *a, pcn_magazine *m, uint32_t p) {
     pcn_desc *d = &a->desc[p];
-    pcn_magazine *m = &t_magazine;
-    if (atomic_load_explicit(&d->refcount, memory_order_acquire) == 1) {
+    if (atomic_load_explicit(&d->refcount, memory_order_acquire) == 1 && m->owner == a) {
         atomic_store_explicit(&d->flags, FLAG_CACHED, memory_order_relaxed); /* the caller's reference stays: the cache's */
         atomic_store_explicit(&m->busy, 1, memory_order_relaxed);
         if (!atomic_load_explicit(&m->steal_pending, memory_order_acquire) && m->count < MAG_CAP) {
@@ -164,10 +213,26 @@ void pcn_cache_free(pcn_arena *a, uint32_t p) {
         atomic_store_explicit(&m->busy, 0, memory_order_release);
         atomic_store_explicit(&d->flags, FLAG_ALLOCATED, memory_order_relaxed);
     }
-    pcn_core_free(a, p);
+    core_free(a, p);
 }
 
-uint32_t pcn_frag_alloc(pcn_arena *a) {
+uint32_t pcn_cache_alloc(pcn_arena *a) {
+    return magazine_alloc(a, &t_magazine);
+}
+
+void pcn_cache_free(pcn_arena *a, uint32_t p) {
+    magazine_free(a, &t_magazine, p);
+}
+
+uint32_t pcn_cache_alloc_gd(pcn_arena *a) {
+    return magazine_alloc(a, magazine_gd());
+}
+
+void pcn_cache_free_gd(pcn_arena *a, uint32_t p) {
+    magazine_free(a, magazine_gd(), p);
+}
+
+HOT uint32_t frag_alloc(pcn_arena *a) {
     for (;;) {
         uint64_t claimed = atomic_fetch_add_explicit(&a->frag_cache, 1, memory_order_acq_rel);
         uint32_t index = (uint32_t)claimed;
@@ -184,7 +249,7 @@ uint32_t pcn_frag_alloc(pcn_arena *a) {
             atomic_compare_exchange_strong_explicit(&a->frag_cache, &seen, 0, memory_order_acq_rel, memory_order_acquire);
             continue;
         }
-        uint32_t p = pcn_core_alloc(a);
+        uint32_t p = core_alloc(a);
         if (p == UINT32_MAX) {
             return UINT32_MAX;
         }
@@ -200,36 +265,51 @@ uint32_t pcn_frag_alloc(pcn_arena *a) {
     }
 }
 
-void pcn_frag_free(pcn_arena *a, uint32_t frag) {
+HOT void frag_free(pcn_arena *a, uint32_t frag) {
     uint32_t p = frag >> 8;
     pcn_desc *d = &a->desc[p];
     if (atomic_fetch_sub_explicit(&d->frag_count, 1, memory_order_acq_rel) == 1) {
         atomic_fetch_and_explicit(&d->flags, ~FLAG_PAGETABLE, memory_order_relaxed);
-        pcn_core_free(a, p);
+        core_free(a, p);
     }
+}
+
+uint32_t pcn_frag_alloc(pcn_arena *a) {
+    return frag_alloc(a);
+}
+
+void pcn_frag_free(pcn_arena *a, uint32_t frag) {
+    frag_free(a, frag);
 }
 
 void pcn_loop_get_put(int32_t *refcount, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        pcn_get_unless_zero(refcount);
-        pcn_put(refcount);
+        get_unless_zero(refcount);
+        put(refcount);
     }
 }
 
 void pcn_loop_cache(pcn_arena *a, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        pcn_cache_free(a, pcn_cache_alloc(a));
+        magazine_free(a, &t_magazine, magazine_alloc(a, &t_magazine));
+    }
+}
+
+void pcn_loop_cache_gd(pcn_arena *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t p = magazine_alloc(a, magazine_gd());
+        magazine_free(a, magazine_gd(), p);
     }
 }
 
 void pcn_loop_core(pcn_arena *a, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        pcn_core_free(a, pcn_core_alloc(a));
+        core_free(a, core_alloc(a));
     }
 }
 
 void pcn_loop_frag(pcn_arena *a, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        pcn_frag_free(a, pcn_frag_alloc(a));
+        frag_free(a, frag_alloc(a));
     }
 }

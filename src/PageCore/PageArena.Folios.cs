@@ -35,7 +35,7 @@ public sealed unsafe partial class PageArena
         }
 
         MarkCompoundPagesInUse();
-        uint p = AllocWith(null, order);
+        uint p = AllocVia(default(PerCpu.ThreadRoute), order);
         if (p == PerCpu.PageCaches.NoPage)
         {
             head = default;

@@ -190,18 +190,20 @@ public sealed unsafe partial class PageArena : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAllocPages(int order, out Pfn pfn)
     {
-        uint p = AllocWith(null, order);
+        uint p = AllocVia(default(ThreadRoute), order);
         pfn = new Pfn(p == PageCaches.NoPage ? 0 : p);
         return p != PageCaches.NoPage;
     }
 
     /// <summary>
-    /// The allocation path: through a given magazine (a <see cref="PagePool"/>'s), or the calling thread's when
-    /// <paramref name="pool"/> is null. Returns the block's head, or <see cref="PageCaches.NoPage"/> (a return value
-    /// rather than an <c>out</c> parameter, so the PFN stays in a register).
+    /// The allocation path through <paramref name="route"/>'s magazine (the calling thread's, or a
+    /// <see cref="PagePool"/>'s): one specialised copy per route. Returns the block's head, or
+    /// <see cref="PageCaches.NoPage"/> (a return value rather than an <c>out</c> parameter, so the PFN stays in a
+    /// register).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal uint AllocWith(Magazine? pool, int order)
+    internal uint AllocVia<TRoute>(TRoute route, int order)
+        where TRoute : struct, IMagazineRoute
     {
         if ((uint)order >= _orderLimit)
         {
@@ -211,31 +213,40 @@ public sealed unsafe partial class PageArena : IDisposable
         PageCaches? caches = _caches;
         if (order < PageCaches.Orders && caches is not null)
         {
-            Magazine? m = pool ?? caches.ThreadMagazine();
-            uint p = pool is not null ? PageCaches.PoolPop(pool, order)
-                : m is not null ? PageCaches.TryPop(m, order)
-                : PageCaches.NoPage;
-            if (p != PageCaches.NoPage)
+            Magazine? m = route.Find(caches);
+            if (m is not null)
             {
-                m!.Hot.Hits(order)++; // a hit: the owner's own counter on the line it writes anyway
-                PrepCachedPage(p, order);
-                return p;
+                uint p = route.Pop(m, order);
+                if (p != PageCaches.NoPage)
+                {
+                    m.Hot.Hits(order)++; // a hit: the owner's own counter on the line it writes anyway
+                    PrepCachedPage(p, order);
+                    return p;
+                }
             }
 
-            p = caches.AllocSlow(m, order);
-            if (p != PageCaches.NoPage)
-            {
-                CountMiss(m, order);
-                PrepCachedPage(p, order);
-                return p;
-            }
+            return AllocMiss(caches, m, order);
+        }
+
+        return AllocFromCore(order);
+    }
+
+    /// <summary>The magazine was empty (or the thread has none yet): refill from a depot or the shared allocator.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private uint AllocMiss(PageCaches caches, Magazine? m, int order)
+    {
+        uint p = caches.AllocSlow(m, order);
+        if (p != PageCaches.NoPage)
+        {
+            CountMiss(m, order);
+            PrepCachedPage(p, order);
+            return p;
         }
 
         return AllocFromCore(order);
     }
 
     /// <summary>A cache miss that a refill served (the slow path counts it: misses are rare next to hits).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
     private void CountMiss(Magazine? m, int order)
     {
         if (m is not null)
@@ -272,7 +283,7 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
     public Pfn AllocPages(int order)
     {
-        uint p = AllocWith(null, order);
+        uint p = AllocVia(default(ThreadRoute), order);
         if (p == PageCaches.NoPage)
         {
             ThrowOutOfPages(order);
@@ -298,14 +309,15 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <exception cref="PageBugException">A double free, a free of a page that is not a block head, a wrong order, or a
     /// free of a frozen page; nothing was changed.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void FreePages(Pfn pfn, int order) => FreePagesWith(null, pfn, order);
+    public void FreePages(Pfn pfn, int order) => FreeVia(default(ThreadRoute), pfn, order);
 
     /// <summary>
-    /// <see cref="FreePages"/> into a given magazine (a <see cref="PagePool"/>'s), or into the calling thread's when
-    /// <paramref name="pool"/> is null.
+    /// <see cref="FreePages"/> into <paramref name="route"/>'s magazine (the calling thread's, or a
+    /// <see cref="PagePool"/>'s): one specialised copy per route.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreePagesWith(Magazine? pool, Pfn pfn, int order)
+    internal void FreeVia<TRoute>(TRoute route, Pfn pfn, int order)
+        where TRoute : struct, IMagazineRoute
     {
         uint p = pfn.Value;
         ref PageDescriptor d = ref Descriptor(p);
@@ -324,24 +336,16 @@ public sealed unsafe partial class PageArena : IDisposable
             // page_pool's recycle: the caller holds the only reference, and hands it to the cache as it is. No write to
             // the refcount, so a speculative get that lands meanwhile (1 -> 2) is not lost: it just finds a cached page,
             // and its put later takes the count back to the cache's 1. Plain flag store: the caller owns the block.
-            if (_checked)
+            Magazine? m = route.Find(caches);
+            if (m is null || _checked)
             {
-                PoisonBlock(p, order);
+                FreeIntoCaches(route, caches, m, p, order);
+                return;
             }
 
-            d.Flags = (uint)PageFlags.Cached | (_checked ? (uint)PageFlags.Poisoned : 0);
-            Magazine? m = pool ?? caches.ThreadMagazine();
-            if (m is not null)
-            {
-                m.Hot.Frees(order)++;
-            }
-            else
-            {
-                _counters?.AddFree(order, slowPath: false);
-            }
-
-            bool pushed = pool is not null ? PageCaches.PoolPush(pool, order, p) : m is not null && PageCaches.TryPush(m, order, p);
-            if (!pushed)
+            d.Flags = (uint)PageFlags.Cached;
+            m.Hot.Frees(order)++;
+            if (!route.Push(m, order, p))
             {
                 caches.FreeSlow(m, p, order);
             }
@@ -349,6 +353,43 @@ public sealed unsafe partial class PageArena : IDisposable
             return;
         }
 
+        FreeUncached(ref d, p, order);
+    }
+
+    /// <summary>
+    /// The cached free's rare cases: a checked arena (the block is poisoned first), or a thread with no magazine in
+    /// these caches yet (<see cref="PageCaches.FreeSlow"/> creates it).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeIntoCaches<TRoute>(TRoute route, PageCaches caches, Magazine? m, uint p, int order)
+        where TRoute : struct, IMagazineRoute
+    {
+        if (_checked)
+        {
+            PoisonBlock(p, order);
+        }
+
+        _desc[p].Flags = (uint)PageFlags.Cached | (_checked ? (uint)PageFlags.Poisoned : 0);
+        if (m is not null)
+        {
+            m.Hot.Frees(order)++;
+            if (route.Push(m, order, p))
+            {
+                return;
+            }
+        }
+        else
+        {
+            _counters?.AddFree(order, slowPath: false);
+        }
+
+        caches.FreeSlow(m, p, order);
+    }
+
+    /// <summary>The free of a block the caches do not take: the caller's reference is put, and the last put frees.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FreeUncached(ref PageDescriptor d, uint p, int order)
+    {
         if (order == 0)
         {
             RefPut r = PageRef.PutTestZero(ref d);

@@ -44,7 +44,7 @@ public sealed class PagePool : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAllocPages(int order, out Pfn pfn)
     {
-        uint p = _arena.AllocWith(_magazine, order);
+        uint p = _arena.AllocVia(new PoolRoute(_magazine), order);
         pfn = new Pfn(p == PageCaches.NoPage ? 0 : p);
         return p != PageCaches.NoPage;
     }
@@ -55,7 +55,7 @@ public sealed class PagePool : IDisposable
     /// <exception cref="OutOfPagesException">No free block of that order.</exception>
     public Pfn AllocPages(int order)
     {
-        uint p = _arena.AllocWith(_magazine, order);
+        uint p = _arena.AllocVia(new PoolRoute(_magazine), order);
         if (p == PageCaches.NoPage)
         {
             _arena.ThrowOutOfPages(order);
@@ -69,7 +69,7 @@ public sealed class PagePool : IDisposable
     /// <param name="order">The order it was allocated with.</param>
     /// <exception cref="PageBugException">The same misuse reports as <see cref="PageArena.FreePages"/>.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void FreePages(Pfn pfn, int order) => _arena.FreePagesWith(_magazine, pfn, order);
+    public void FreePages(Pfn pfn, int order) => _arena.FreeVia(new PoolRoute(_magazine), pfn, order);
 
     /// <summary><c>page_pool_destroy</c>: returns the pool's cached pages to the arena. Idempotent.</summary>
     public void Dispose()
