@@ -20,6 +20,8 @@ public unsafe class NativeBenchmarks
     private nint _native;
     private int* _refcount;
     private delegate* unmanaged[SuppressGCTransition]<int*, long, void> _loopGetPut;
+    private delegate* unmanaged[SuppressGCTransition]<nint, uint, long, void> _loopGetPutPage;
+    private uint _nativePage;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCache;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCacheGd;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCore;
@@ -37,6 +39,7 @@ public unsafe class NativeBenchmarks
     {
         _lib = NativeLibrary.Load(FindLibrary());
         _loopGetPut = (delegate* unmanaged[SuppressGCTransition]<int*, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_get_put");
+        _loopGetPutPage = (delegate* unmanaged[SuppressGCTransition]<nint, uint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_get_put_page");
         _loopCache = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache");
         _loopCacheGd = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache_gd");
         _loopCore = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_core");
@@ -44,6 +47,7 @@ public unsafe class NativeBenchmarks
         _destroy = (delegate* unmanaged<nint, void>)NativeLibrary.GetExport(_lib, "pcn_arena_destroy");
         var create = (delegate* unmanaged<uint, nint>)NativeLibrary.GetExport(_lib, "pcn_arena_create");
         _native = create(1u << 16);
+        _nativePage = ((delegate* unmanaged<nint, uint>)NativeLibrary.GetExport(_lib, "pcn_core_alloc"))(_native); // refcount 1
         _refcount = (int*)NativeMemory.AlignedAlloc(128, 128);
         *_refcount = 1;
 
@@ -68,8 +72,16 @@ public unsafe class NativeBenchmarks
         NativeLibrary.Free(_lib);
     }
 
-    /// <summary>C: add-unless-zero CAS + fetch-sub.</summary>
-    [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: get_page_unless_zero + put_page")]
+    /// <summary>
+    /// C: the same algorithm as the C# API: the PFN checked against the arena and its descriptor found for each call,
+    /// then the add-unless-zero CAS and the fetch-sub whose result decides the free.
+    /// </summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: get_page_unless_zero + put_page (PFN)")]
+    [BenchmarkCategory("get+put")]
+    public void CGetPutPage() => _loopGetPutPage(_native, _nativePage, Ops);
+
+    /// <summary>C: the two locked instructions alone, on a counter the caller points at (no PFN to resolve).</summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C: the same on a bare counter")]
     [BenchmarkCategory("get+put")]
     public void CGetPut() => _loopGetPut(_refcount, Ops);
 

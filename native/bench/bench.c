@@ -36,7 +36,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("| C reference path (best of 5, %lld ops each) | time/op |\n|---|---|\n", (long long)n);
-    RUN("get_page_unless_zero + put_page", pcn_loop_get_put(&rc, n));
+    uint32_t page = pcn_core_alloc(a); /* refcount 1: the benchmark's own reference */
+    RUN("get_page_unless_zero + put_page (PFN)", pcn_loop_get_put_page(a, page, n));
+    RUN("  the same on a bare counter", pcn_loop_get_put(&rc, n));
     RUN("per-thread cache alloc + free (order 0)", pcn_loop_cache(a, n));
     RUN("  the same, TLS via __tls_get_addr", pcn_loop_cache_gd(a, n));
     RUN("core allocator alloc + free (order 0)", pcn_loop_core(a, n));

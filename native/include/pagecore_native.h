@@ -26,6 +26,11 @@ uint32_t pcn_core_alloc(pcn_arena *a);
 /* The free: put (to 0), clear the descriptor, release the bit (fetch-and). */
 void pcn_core_free(pcn_arena *a, uint32_t pfn);
 
+/* get_page_unless_zero / put_page on a PFN, as the C# API takes them: the PFN checked against the arena (-1 when out
+ * of range), its descriptor found, then the transition; the put that takes the count to 0 frees the page (returns 1). */
+int pcn_get_page_unless_zero(pcn_arena *a, uint32_t pfn);
+int pcn_put_page(pcn_arena *a, uint32_t pfn);
+
 /* The per-thread magazine's hit path (orders 0): pop/push without atomics, the page keeping the cache's reference. */
 uint32_t pcn_cache_alloc(pcn_arena *a);
 void pcn_cache_free(pcn_arena *a, uint32_t pfn);
@@ -41,6 +46,7 @@ void pcn_frag_free(pcn_arena *a, uint32_t frag);
 
 /* Benchmark loops: n operations each, timed by the caller (BenchmarkDotNet through P/Invoke, or bench.c). */
 void pcn_loop_get_put(int32_t *refcount, int64_t n);
+void pcn_loop_get_put_page(pcn_arena *a, uint32_t pfn, int64_t n);
 void pcn_loop_cache(pcn_arena *a, int64_t n);
 void pcn_loop_cache_gd(pcn_arena *a, int64_t n);
 void pcn_loop_core(pcn_arena *a, int64_t n);

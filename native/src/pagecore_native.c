@@ -35,6 +35,7 @@ _Static_assert(sizeof(pcn_desc) == 64, "a descriptor is 64 bytes, as PageDescrip
 struct pcn_arena {
     pcn_desc *desc;
     _Atomic uint64_t *bits;
+    uint32_t pages;
     uint32_t words;
     _Atomic uint32_t hint;
     _Alignas(128) _Atomic uint64_t frag_cache; /* (page + 1) << 32 | next index */
@@ -65,8 +66,7 @@ HOT pcn_magazine *magazine_gd(void) {
     return m;
 }
 
-HOT int get_unless_zero(int32_t *refcount) {
-    _Atomic int32_t *rc = (_Atomic int32_t *)refcount;
+HOT int get_unless_zero(_Atomic int32_t *rc) {
     int32_t expected = 1; /* the common case: only the owner holds it */
     while (!atomic_compare_exchange_weak_explicit(rc, &expected, expected + 1, memory_order_acq_rel, memory_order_acquire)) {
         if (expected == 0) {
@@ -76,16 +76,16 @@ HOT int get_unless_zero(int32_t *refcount) {
     return 1;
 }
 
-HOT int put(int32_t *refcount) {
-    return atomic_fetch_sub_explicit((_Atomic int32_t *)refcount, 1, memory_order_acq_rel) == 1;
+HOT int put(_Atomic int32_t *rc) {
+    return atomic_fetch_sub_explicit(rc, 1, memory_order_acq_rel) == 1;
 }
 
 int pcn_get_unless_zero(int32_t *refcount) {
-    return get_unless_zero(refcount);
+    return get_unless_zero((_Atomic int32_t *)refcount);
 }
 
 int pcn_put(int32_t *refcount) {
-    return put(refcount);
+    return put((_Atomic int32_t *)refcount);
 }
 
 pcn_arena *pcn_arena_create(uint32_t pages) {
@@ -94,6 +94,7 @@ pcn_arena *pcn_arena_create(uint32_t pages) {
         return NULL;
     }
     memset(a, 0, sizeof *a);
+    a->pages = pages;
     a->words = (pages + 63) / 64;
     a->desc = aligned_alloc(64, (size_t)pages * sizeof(pcn_desc));
     a->bits = aligned_alloc(64, (size_t)a->words * sizeof(uint64_t));
@@ -148,6 +149,35 @@ HOT void core_free(pcn_arena *a, uint32_t p) {
     }
     atomic_store_explicit(&d->flags, 0, memory_order_relaxed);
     atomic_fetch_and_explicit(&a->bits[p / 64], ~(1ull << (p % 64)), memory_order_acq_rel);
+}
+
+/* The PFN-based forms, as PageArena.TryGetPageUnlessZero / PutPage take them: the PFN checked against the arena
+ * (the C# side throws; here -1), its descriptor found, then the counter transition. */
+HOT int page_get_unless_zero(pcn_arena *a, uint32_t pfn) {
+    if (__builtin_expect(pfn >= a->pages, 0)) {
+        return -1;
+    }
+    return get_unless_zero(&a->desc[pfn].refcount);
+}
+
+HOT int page_put(pcn_arena *a, uint32_t pfn) {
+    if (__builtin_expect(pfn >= a->pages, 0)) {
+        return -1;
+    }
+    if (put(&a->desc[pfn].refcount)) {
+        atomic_store_explicit(&a->desc[pfn].flags, 0, memory_order_relaxed); /* the last put frees the page */
+        atomic_fetch_and_explicit(&a->bits[pfn / 64], ~(1ull << (pfn % 64)), memory_order_acq_rel);
+        return 1;
+    }
+    return 0;
+}
+
+int pcn_get_page_unless_zero(pcn_arena *a, uint32_t pfn) {
+    return page_get_unless_zero(a, pfn);
+}
+
+int pcn_put_page(pcn_arena *a, uint32_t pfn) {
+    return page_put(a, pfn);
 }
 
 uint32_t pcn_core_alloc(pcn_arena *a) {
@@ -282,10 +312,26 @@ void pcn_frag_free(pcn_arena *a, uint32_t frag) {
     frag_free(a, frag);
 }
 
+/* Every put's result is consumed, as put_page consumes it (the last put frees the page): a put whose result is dropped
+ * compiles to a bare "lock sub" that nothing waits for, which no real put is. */
+static _Atomic int64_t last_puts;
+
 void pcn_loop_get_put(int32_t *refcount, int64_t n) {
+    _Atomic int32_t *rc = (_Atomic int32_t *)refcount;
     for (int64_t i = 0; i < n; i++) {
-        get_unless_zero(refcount);
-        put(refcount);
+        get_unless_zero(rc);
+        if (__builtin_expect(put(rc), 0)) {
+            atomic_fetch_add_explicit(&last_puts, 1, memory_order_relaxed); /* never here: the caller holds a reference */
+        }
+    }
+}
+
+void pcn_loop_get_put_page(pcn_arena *a, uint32_t pfn, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        page_get_unless_zero(a, pfn);
+        if (__builtin_expect(page_put(a, pfn) != 0, 0)) {
+            atomic_fetch_add_explicit(&last_puts, 1, memory_order_relaxed); /* never here: the caller holds a reference */
+        }
     }
 }
 

@@ -106,24 +106,30 @@ public sealed unsafe partial class PageArena
     public bool TryGetPageUnlessZero(Pfn pfn)
     {
         uint p = pfn.Value;
-        ref PageDescriptor d = ref Descriptor(p);
-        RefGet r = PageRef.TryGetUnlessZero(ref d, out int retries);
+        int seen = PageRef.TryGetFromOne(ref Descriptor(p));
+        return seen == 1 || TryGetUnlessZeroFrom(p, seen, "get_page_unless_zero") == RefGet.Taken;
+    }
+
+    /// <summary>
+    /// The rest of an add-unless-zero on <paramref name="p"/> after the first guess found <paramref name="seen"/>: the
+    /// CAS loop, its lost races counted, an overflow reported as <paramref name="caller"/>'s bug. Dead or Taken.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private RefGet TryGetUnlessZeroFrom(uint p, int seen, string caller)
+    {
+        int retries = 0;
+        RefGet r = PageRef.TryGetUnlessZeroFrom(ref _desc[p], seen, ref retries);
         if (retries != 0)
         {
             _counters?.Add(ArenaCounter.SpeculativeGetRetries, retries);
         }
 
-        if (r == RefGet.Taken)
-        {
-            return true;
-        }
-
         if (r == RefGet.Overflow)
         {
-            ThrowGetFailed(p, r, "get_page_unless_zero");
+            ThrowGetFailed(p, r, caller);
         }
 
-        return false;
+        return r;
     }
 
     /// <summary>
@@ -145,19 +151,9 @@ public sealed unsafe partial class PageArena
             uint h = HeadPfnOf(ref page, p);
 
             // 2. folio_try_get(): add-unless-zero on the head. A success is a full fence.
-            RefGet r = PageRef.TryGetUnlessZero(ref _desc[h], out int retries);
-            if (retries != 0)
+            int seen = PageRef.TryGetFromOne(ref _desc[h]);
+            if (seen != 1 && TryGetUnlessZeroFrom(h, seen, "folio_try_get") != RefGet.Taken)
             {
-                _counters?.Add(ArenaCounter.SpeculativeGetRetries, retries);
-            }
-
-            if (r != RefGet.Taken)
-            {
-                if (r == RefGet.Overflow)
-                {
-                    ThrowGetFailed(h, r, "folio_try_get");
-                }
-
                 // The head was free or frozen. If the page no longer points at it (a split finished), try again.
                 if (HeadPfnOf(ref page, p) != h)
                 {

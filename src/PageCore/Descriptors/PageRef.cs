@@ -59,7 +59,7 @@ internal static class PageRef
     /// </summary>
     /// <remarks>
     /// Invariant: the page is free, so the count is 0, and nobody can change a 0: a speculative get refuses 0
-    /// (<see cref="TryGetUnlessZero"/>), a freeze needs an expected count of at least 1, and a put at zero is refused
+    /// (<see cref="TryGetFromOne"/>), a freeze needs an expected count of at least 1, and a put at zero is refused
     /// before it writes. This store is therefore an <em>unfreeze</em> (rule 1 allows exactly that): a release store, so
     /// every plain store made while the page was being prepared (flags, order, generation) is visible to any thread whose
     /// later get succeeds on the count it publishes.
@@ -139,27 +139,32 @@ internal static class PageRef
     }
 
     /// <summary>
-    /// <c>page_ref_add_unless_zero</c> / <c>get_page_unless_zero</c>: take a reference only if the page is live.
+    /// <c>page_ref_add_unless_zero</c> / <c>get_page_unless_zero</c>, first step: the CAS 1 -> 2. Returns the count it
+    /// found; 1 means the reference was taken, anything else means nothing was written and the caller goes on with
+    /// <see cref="TryGetUnlessZeroFrom"/> from that value.
     /// </summary>
     /// <remarks>
-    /// Invariant: never revives a free or frozen page (0) and never touches a negative count. A CAS loop on the value it
-    /// expects: the first attempt expects 1 (a page held once, the common case), which saves the load before the locked
-    /// instruction; a failed CAS returns the real value, and the loop goes on from it. A successful CAS is a full fence:
-    /// the caller may now read anything published before the count it raised (and must still recheck identity, rule 2).
-    /// A failed attempt writes nothing, so the caller must not trust what it read before it. <paramref name="retries"/>
-    /// counts the CAS races lost to concurrent gets and puts (a wrong first guess is not one).
+    /// Invariant: never revives a free or frozen page (0) and never touches a negative count: the CAS writes only when it
+    /// finds exactly 1. Guessing 1 (a page held once, the common case) saves a load before the locked instruction, and
+    /// returning the value seen (rather than an outcome plus an <c>out</c> retry count) keeps the caller's fast path free
+    /// of stack traffic between two locked instructions. A successful CAS is a full fence: the caller may now read
+    /// anything published before the count it raised (and must still recheck identity, rule 2).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static RefGet TryGetUnlessZero(ref PageDescriptor d, out int retries)
-    {
-        int seen = Interlocked.CompareExchange(ref d.RefCount, 2, 1);
-        retries = 0;
-        return seen == 1 ? RefGet.Taken : TryGetUnlessZeroFrom(ref d, seen, ref retries);
-    }
+    public static int TryGetFromOne(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 2, 1);
 
-    /// <summary>The loop of <see cref="TryGetUnlessZero"/> after the first guess missed, counting CAS races it lost.</summary>
+    /// <summary>
+    /// <c>page_ref_add_unless_zero</c>, the loop after the first guess (<see cref="TryGetFromOne"/>) found
+    /// <paramref name="v"/>: CAS v -> v + 1 while v is live, going on from whatever value won a lost race.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: the same as <see cref="TryGetFromOne"/>: a count of 0 or less is never raised (Dead), nor one at the
+    /// overflow guard (Overflow); each CAS is a full fence. A failed attempt writes nothing, so the caller must not trust
+    /// what it read before it. <paramref name="retries"/> counts the CAS races lost to concurrent gets and puts (a wrong
+    /// first guess is not one).
+    /// </remarks>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static RefGet TryGetUnlessZeroFrom(ref PageDescriptor d, int v, ref int retries)
+    public static RefGet TryGetUnlessZeroFrom(ref PageDescriptor d, int v, ref int retries)
     {
         while (true)
         {
