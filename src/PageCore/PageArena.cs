@@ -33,6 +33,12 @@ public sealed unsafe partial class PageArena : IDisposable
     private readonly PageDescriptor* _desc;
     private readonly FrameAllocator _core;
     private readonly PageCaches? _caches;
+
+    /// <summary>
+    /// <see cref="_caches"/> when the arena is not checked, else null: the cached fast paths test this one field, and a
+    /// checked arena's cached operations (poisoning, checks) take the slow paths.
+    /// </summary>
+    private readonly PageCaches? _fastCaches;
     private readonly PageArenaOptions _options;
     private readonly ContentionCounters? _counters;
     private readonly long _pageCount;
@@ -81,6 +87,7 @@ public sealed unsafe partial class PageArena : IDisposable
         if (options.PerCpuCaches)
         {
             _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch, _counters);
+            _fastCaches = _checked ? null : _caches;
         }
 
         _pageLimit = (uint)_pageCount;
@@ -210,8 +217,8 @@ public sealed unsafe partial class PageArena : IDisposable
             ThrowBadOrder(order);
         }
 
-        PageCaches? caches = _caches;
-        if (order < PageCaches.Orders && caches is not null)
+        PageCaches? caches = _fastCaches;
+        if (caches is not null && order < PageCaches.Orders)
         {
             Magazine? m = route.Find(caches);
             if (m is not null)
@@ -220,7 +227,13 @@ public sealed unsafe partial class PageArena : IDisposable
                 if (p != PageCaches.NoPage)
                 {
                     m.Hot.Hits(order)++; // a hit: the owner's own counter on the line it writes anyway
-                    PrepCachedPage(p, order);
+                    ref PageDescriptor d = ref _desc[p];
+                    if (d.Flags != (uint)PageFlags.Cached)
+                    {
+                        PrepCachedPageSlow(p, order);
+                    }
+
+                    d.Flags = (uint)PageFlags.AllocatedHead;
                     return p;
                 }
             }
@@ -228,7 +241,28 @@ public sealed unsafe partial class PageArena : IDisposable
             return AllocMiss(caches, m, order);
         }
 
-        return AllocFromCore(order);
+        return order < PageCaches.Orders && _caches is not null ? AllocChecked(route, order) : AllocFromCore(order);
+    }
+
+    /// <summary>A checked arena's cached allocation: the hit is checked (poison, state) before it is handed out.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private uint AllocChecked<TRoute>(TRoute route, int order)
+        where TRoute : struct, IMagazineRoute
+    {
+        PageCaches caches = _caches!;
+        Magazine? m = route.Find(caches);
+        if (m is not null)
+        {
+            uint p = route.Pop(m, order);
+            if (p != PageCaches.NoPage)
+            {
+                m.Hot.Hits(order)++;
+                PrepCachedPage(p, order);
+                return p;
+            }
+        }
+
+        return AllocMiss(caches, m, order);
     }
 
     /// <summary>The magazine was empty (or the thread has none yet): refill from a depot or the shared allocator.</summary>
@@ -322,6 +356,29 @@ public sealed unsafe partial class PageArena : IDisposable
         uint p = pfn.Value;
         ref PageDescriptor d = ref Descriptor(p);
 
+        // The cached fast path: an allocated head of this order that only the caller holds (flags and count read by one
+        // acquire load, see PageRef.FlagsAndCount) goes to the magazine. page_pool's recycle: the caller's reference is
+        // handed to the cache as it is. No write to the refcount, so a speculative get that lands meanwhile (1 -> 2) is
+        // not lost: it just finds a cached page, and its put later takes the count back to the cache's 1. Plain flag
+        // store: the caller owns the block.
+        PageCaches? caches = _fastCaches;
+        if (caches is not null && order < PageCaches.Orders
+            && PageRef.FlagsAndCount(ref d) == PageRef.HeldOnceHead && d.Order == order)
+        {
+            Magazine? m = route.Find(caches);
+            if (m is not null)
+            {
+                d.Flags = (uint)PageFlags.Cached;
+                m.Hot.Frees(order)++;
+                if (!route.Push(m, order, p))
+                {
+                    caches.FreeSlow(m, p, order);
+                }
+
+                return;
+            }
+        }
+
         // An allocated head records its order, and heads are aligned to it: these two compares also rule out an order
         // outside 0..MaxOrder and a misaligned PFN (ThrowBadFree tells which).
         if (d.Flags != (uint)PageFlags.AllocatedHead || d.Order != order)
@@ -330,26 +387,9 @@ public sealed unsafe partial class PageArena : IDisposable
             return;
         }
 
-        PageCaches? caches = _caches;
-        if (order < PageCaches.Orders && caches is not null && Volatile.Read(ref d.RefCount) == 1)
+        if (order < PageCaches.Orders && _caches is not null && Volatile.Read(ref d.RefCount) == 1)
         {
-            // page_pool's recycle: the caller holds the only reference, and hands it to the cache as it is. No write to
-            // the refcount, so a speculative get that lands meanwhile (1 -> 2) is not lost: it just finds a cached page,
-            // and its put later takes the count back to the cache's 1. Plain flag store: the caller owns the block.
-            Magazine? m = route.Find(caches);
-            if (m is null || _checked)
-            {
-                FreeIntoCaches(route, caches, m, p, order);
-                return;
-            }
-
-            d.Flags = (uint)PageFlags.Cached;
-            m.Hot.Frees(order)++;
-            if (!route.Push(m, order, p))
-            {
-                caches.FreeSlow(m, p, order);
-            }
-
+            FreeIntoCaches(route, _caches, route.Find(_caches), p, order);
             return;
         }
 

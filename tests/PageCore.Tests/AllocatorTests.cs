@@ -209,6 +209,40 @@ public sealed class AllocatorTests
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void FreesFromAThreadThatNeverUsedTheArenaAreCachedAndNothingIsLost(bool isChecked)
+    {
+        // The cached free's fast path needs the thread's magazine; a thread that has none yet takes the slow path, which
+        // creates it (and a checked arena poisons first). Either way the blocks land in a cache and come back whole.
+        using ArenaLease lease = TestSupport.Lease(pages: 1024, isChecked: isChecked);
+        PageArena arena = lease.Arena;
+        var blocks = new List<(Pfn Pfn, int Order)>();
+        for (int i = 0; i < 40; i++)
+        {
+            blocks.Add((arena.AllocPages(i % 4), i % 4));
+        }
+
+        long allocated = blocks.Sum(b => 1L << b.Order);
+        Assert.Equal(arena.PageCount - allocated, arena.FreePageCount);
+        long cachedBefore = arena.CachedPageCount;
+        var freer = new Thread(() =>
+        {
+            foreach ((Pfn p, int order) in blocks)
+            {
+                arena.FreePages(p, order);
+            }
+        });
+        freer.Start();
+        freer.Join();
+
+        Assert.Equal(arena.PageCount, arena.FreePageCount);
+        Assert.True(arena.CachedPageCount > cachedBefore, "the freeing thread's new magazine holds some of the blocks");
+        Assert.True(arena.Verify().IsClean);
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
     [Fact]
     public void DoubleFreeOfAnOrderZeroPageIsCaughtWhileItSitsInACache()
     {
