@@ -217,10 +217,12 @@ public sealed unsafe partial class PageArena : IDisposable
             ThrowBadOrder(order);
         }
 
+        // The magazine is looked up first and unconditionally, so that in a caller's loop the JIT hoists the thread-static
+        // base out of the loop (see PageCaches.ThreadMagazineOf).
         PageCaches? caches = _fastCaches;
+        Magazine? m = route.Find(caches);
         if (caches is not null && order < PageCaches.Orders)
         {
-            Magazine? m = route.Find(caches);
             if (m is not null)
             {
                 uint p = route.Pop(m, order);
@@ -362,10 +364,10 @@ public sealed unsafe partial class PageArena : IDisposable
         // not lost: it just finds a cached page, and its put later takes the count back to the cache's 1. Plain flag
         // store: the caller owns the block.
         PageCaches? caches = _fastCaches;
+        Magazine? m = route.Find(caches); // first and unconditionally, as in AllocVia
         if (caches is not null && order < PageCaches.Orders
             && PageRef.FlagsAndCount(ref d) == PageRef.HeldOnceHead && d.Order == order)
         {
-            Magazine? m = route.Find(caches);
             if (m is not null)
             {
                 d.Flags = (uint)PageFlags.Cached;

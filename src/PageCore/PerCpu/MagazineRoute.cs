@@ -11,8 +11,11 @@ namespace PageCore.PerCpu;
 /// </summary>
 internal interface IMagazineRoute
 {
-    /// <summary>The magazine to use, or null when the calling thread has none in these caches yet.</summary>
-    Magazine? Find(PageCaches caches);
+    /// <summary>
+    /// The magazine to use, or null when the calling thread has none in <paramref name="caches"/> yet (or
+    /// <paramref name="caches"/> is null). A pool's route returns its magazine whatever it is given.
+    /// </summary>
+    Magazine? Find(PageCaches? caches);
 
     /// <summary>Pops a cache-owned block, or returns <see cref="PageCaches.NoPage"/>.</summary>
     uint Pop(Magazine m, int order);
@@ -26,7 +29,7 @@ internal readonly struct ThreadRoute : IMagazineRoute
 {
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Magazine? Find(PageCaches caches) => caches.ThreadMagazine();
+    public Magazine? Find(PageCaches? caches) => PageCaches.ThreadMagazineOf(caches);
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -50,7 +53,7 @@ internal readonly struct PoolRoute : IMagazineRoute
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Magazine? Find(PageCaches caches) => _magazine;
+    public Magazine? Find(PageCaches? caches) => _magazine;
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

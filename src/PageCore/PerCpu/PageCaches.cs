@@ -127,10 +127,19 @@ internal sealed unsafe class PageCaches : IDisposable
 
     /// <summary>The calling thread's magazine for these caches, if it has one yet (one thread-local read).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Magazine? ThreadMagazine()
+    public Magazine? ThreadMagazine() => ThreadMagazineOf(this);
+
+    /// <summary>
+    /// The calling thread's magazine for <paramref name="caches"/>, or null (none yet, or no caches). The thread-local
+    /// read does not depend on <paramref name="caches"/>, so a caller can make it first and unconditionally: in a loop,
+    /// the JIT then computes the thread-static base once, before the loop (it is invariant for the thread running the
+    /// loop), as a C compiler hoists a thread-local address.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Magazine? ThreadMagazineOf(PageCaches? caches)
     {
         Magazine? m = t_magazine;
-        return m is not null && m.Owner == this ? m : null;
+        return m is not null && m.Owner == caches ? m : null;
     }
 
     /// <summary>
