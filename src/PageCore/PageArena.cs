@@ -217,42 +217,55 @@ public sealed unsafe partial class PageArena : IDisposable
             ThrowBadOrder(order);
         }
 
-        // The magazine is looked up first and unconditionally, so that in a caller's loop the JIT hoists the thread-static
-        // base out of the loop (see PageCaches.ThreadMagazineOf).
-        PageCaches? caches = _fastCaches;
-        Magazine? m = route.Find(caches);
-        if (caches is not null && order < PageCaches.Orders)
+        // The magazine is looked up first, not under a test of the caches, so that in a caller's loop the JIT hoists the
+        // thread-static base out of the loop (see PageCaches.LastThreadMagazine). The order test folds away when the
+        // order is a constant at the call site, as it nearly always is; it spares uncached orders the thread-local read.
+        // Owner == _fastCaches says at once: caches on, not checked, and this magazine belongs to this arena.
+        Magazine? m = order < PageCaches.Orders ? route.Find() : null;
+        if (m is not null && m.Owner == _fastCaches)
         {
-            if (m is not null)
+            uint p = route.Pop(m, order);
+            if (p != PageCaches.NoPage)
             {
-                uint p = route.Pop(m, order);
-                if (p != PageCaches.NoPage)
+                m.Hot.Hits(order)++; // a hit: the owner's own counter on the line it writes anyway
+                ref PageDescriptor d = ref _desc[p];
+                if (d.Flags != (uint)PageFlags.Cached)
                 {
-                    m.Hot.Hits(order)++; // a hit: the owner's own counter on the line it writes anyway
-                    ref PageDescriptor d = ref _desc[p];
-                    if (d.Flags != (uint)PageFlags.Cached)
-                    {
-                        PrepCachedPageSlow(p, order);
-                    }
-
-                    d.Flags = (uint)PageFlags.AllocatedHead;
-                    return p;
+                    PrepCachedPageSlow(p, order);
                 }
+
+                d.Flags = (uint)PageFlags.AllocatedHead;
+                return p;
             }
 
-            return AllocMiss(caches, m, order);
+            return AllocMiss(m.Owner, m, order);
         }
 
-        return order < PageCaches.Orders && _caches is not null ? AllocChecked(route, order) : AllocFromCore(order);
+        return order < PageCaches.Orders && _caches is not null ? AllocUncommon(route, order) : AllocFromCore(order);
     }
 
-    /// <summary>A checked arena's cached allocation: the hit is checked (poison, state) before it is handed out.</summary>
+    /// <summary>
+    /// The magazine of <paramref name="route"/> in this arena's caches, or null: a thread whose last magazine belongs to
+    /// another arena (or that has none) gets null here, and the slow paths find or create its own.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Magazine? MagazineIn<TRoute>(TRoute route, PageCaches caches)
+        where TRoute : struct, IMagazineRoute
+    {
+        Magazine? m = route.Find();
+        return m is not null && m.Owner == caches ? m : null;
+    }
+
+    /// <summary>
+    /// A cached allocation off the fast path: a checked arena (the hit is checked, poison and state, before it is handed
+    /// out), or a thread with no magazine in this arena's caches yet (the refill creates it).
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private uint AllocChecked<TRoute>(TRoute route, int order)
+    private uint AllocUncommon<TRoute>(TRoute route, int order)
         where TRoute : struct, IMagazineRoute
     {
         PageCaches caches = _caches!;
-        Magazine? m = route.Find(caches);
+        Magazine? m = MagazineIn(route, caches);
         if (m is not null)
         {
             uint p = route.Pop(m, order);
@@ -363,22 +376,18 @@ public sealed unsafe partial class PageArena : IDisposable
         // handed to the cache as it is. No write to the refcount, so a speculative get that lands meanwhile (1 -> 2) is
         // not lost: it just finds a cached page, and its put later takes the count back to the cache's 1. Plain flag
         // store: the caller owns the block.
-        PageCaches? caches = _fastCaches;
-        Magazine? m = route.Find(caches); // first and unconditionally, as in AllocVia
-        if (caches is not null && order < PageCaches.Orders
+        Magazine? m = order < PageCaches.Orders ? route.Find() : null; // first, as in AllocVia
+        if (m is not null && m.Owner == _fastCaches
             && PageRef.FlagsAndCount(ref d) == PageRef.HeldOnceHead && d.Order == order)
         {
-            if (m is not null)
+            d.Flags = (uint)PageFlags.Cached;
+            m.Hot.Frees(order)++;
+            if (!route.Push(m, order, p))
             {
-                d.Flags = (uint)PageFlags.Cached;
-                m.Hot.Frees(order)++;
-                if (!route.Push(m, order, p))
-                {
-                    caches.FreeSlow(m, p, order);
-                }
-
-                return;
+                m.Owner.FreeSlow(m, p, order);
             }
+
+            return;
         }
 
         // An allocated head records its order, and heads are aligned to it: these two compares also rule out an order
@@ -391,7 +400,7 @@ public sealed unsafe partial class PageArena : IDisposable
 
         if (order < PageCaches.Orders && _caches is not null && Volatile.Read(ref d.RefCount) == 1)
         {
-            FreeIntoCaches(route, _caches, route.Find(_caches), p, order);
+            FreeIntoCaches(route, _caches, MagazineIn(route, _caches), p, order);
             return;
         }
 

@@ -12,10 +12,11 @@ namespace PageCore.PerCpu;
 internal interface IMagazineRoute
 {
     /// <summary>
-    /// The magazine to use, or null when the calling thread has none in <paramref name="caches"/> yet (or
-    /// <paramref name="caches"/> is null). A pool's route returns its magazine whatever it is given.
+    /// The magazine this route would use, not yet checked against any caches: the caller compares its
+    /// <see cref="Magazine.Owner"/> with the caches it means (a thread's last magazine may belong to another arena). Null
+    /// when the calling thread has never had one.
     /// </summary>
-    Magazine? Find(PageCaches? caches);
+    Magazine? Find();
 
     /// <summary>Pops a cache-owned block, or returns <see cref="PageCaches.NoPage"/>.</summary>
     uint Pop(Magazine m, int order);
@@ -29,7 +30,7 @@ internal readonly struct ThreadRoute : IMagazineRoute
 {
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Magazine? Find(PageCaches? caches) => PageCaches.ThreadMagazineOf(caches);
+    public Magazine? Find() => PageCaches.LastThreadMagazine();
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -53,7 +54,7 @@ internal readonly struct PoolRoute : IMagazineRoute
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Magazine? Find(PageCaches? caches) => _magazine;
+    public Magazine? Find() => _magazine;
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

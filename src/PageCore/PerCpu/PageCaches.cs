@@ -127,20 +127,20 @@ internal sealed unsafe class PageCaches : IDisposable
 
     /// <summary>The calling thread's magazine for these caches, if it has one yet (one thread-local read).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Magazine? ThreadMagazine() => ThreadMagazineOf(this);
-
-    /// <summary>
-    /// The calling thread's magazine for <paramref name="caches"/>, or null (none yet, or no caches). The thread-local
-    /// read does not depend on <paramref name="caches"/>, so a caller can make it first and unconditionally: in a loop,
-    /// the JIT then computes the thread-static base once, before the loop (it is invariant for the thread running the
-    /// loop), as a C compiler hoists a thread-local address.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Magazine? ThreadMagazineOf(PageCaches? caches)
+    public Magazine? ThreadMagazine()
     {
         Magazine? m = t_magazine;
-        return m is not null && m.Owner == caches ? m : null;
+        return m is not null && m.Owner == this ? m : null;
     }
+
+    /// <summary>
+    /// The calling thread's most recently used magazine, for whichever caches (its <see cref="Magazine.Owner"/> says which),
+    /// or null: one thread-local read and nothing else. The read does not depend on any argument, so a caller can make
+    /// it first and unconditionally: in a loop, the JIT then computes the thread-static base once, before the loop (it is
+    /// invariant for the thread running the loop), as a C compiler hoists a thread-local address.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Magazine? LastThreadMagazine() => t_magazine;
 
     /// <summary>
     /// The magazine hit path of an allocation: pops a cache-owned block of <paramref name="order"/> (0..3; flags
@@ -150,33 +150,35 @@ internal sealed unsafe class PageCaches : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint TryPop(Magazine m, int order)
     {
-        uint pfn = NoPage;
         Volatile.Write(ref m.Hot.Busy, 1);
         if (Volatile.Read(ref m.Hot.StealPending) == 0)
         {
-            pfn = PoolPop(m, order);
+            uint pfn = PoolPop(m, order);
+            Volatile.Write(ref m.Hot.Busy, 0);
+            return pfn;
         }
 
         Volatile.Write(ref m.Hot.Busy, 0);
-        return pfn;
+        return NoPage;
     }
 
     /// <summary>
     /// The magazine hit path of a free: pushes a cache-owned block with no atomic instruction. False when the magazine
     /// is full or a stealer holds it.
     /// </summary>
+    /// <remarks>Written with one exit per outcome (no flag variable), so the inlined caller branches on the outcome directly.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryPush(Magazine m, int order, uint pfn)
     {
-        bool pushed = false;
         Volatile.Write(ref m.Hot.Busy, 1);
-        if (Volatile.Read(ref m.Hot.StealPending) == 0)
+        if (Volatile.Read(ref m.Hot.StealPending) == 0 && PoolPush(m, order, pfn))
         {
-            pushed = PoolPush(m, order, pfn);
+            Volatile.Write(ref m.Hot.Busy, 0);
+            return true;
         }
 
         Volatile.Write(ref m.Hot.Busy, 0);
-        return pushed;
+        return false;
     }
 
     /// <summary>
