@@ -113,7 +113,10 @@ public unsafe class NativeBenchmarks
     [BenchmarkCategory("cache")]
     public void CCacheTlsGetAddr() => _loopCacheGd(_native, Ops);
 
-    /// <summary>C#: the thread's magazine (found through a thread-static).</summary>
+    /// <summary>
+    /// C#: the thread's magazine, found through a thread-static whose base the JIT hoists out of this loop (as gcc
+    /// hoists the C row's initial-exec offset); a lone call pays the <c>__tls_get_addr</c> of the row above, once.
+    /// </summary>
     [Benchmark(OperationsPerInvoke = Ops, Description = "C#: thread-cache AllocPages(0) + FreePages")]
     [BenchmarkCategory("cache")]
     public void Cache()

@@ -119,7 +119,8 @@ public static class Harness
         TimeSpan last = ctx.Clock.Elapsed;
         while (threads.Any(t => t.IsAlive))
         {
-            threads.First(t => t.IsAlive).Join(TimeSpan.FromSeconds(1));
+            // FirstOrDefault: the last worker may end between the Any above and this look-up.
+            threads.FirstOrDefault(t => t.IsAlive)?.Join(TimeSpan.FromSeconds(1));
             TimeSpan now = ctx.Clock.Elapsed;
             if (now - last < TimeSpan.FromSeconds(0.9))
             {
@@ -146,7 +147,7 @@ public static class Harness
             TimeSpan last = ctx.Clock.Elapsed;
             while (threads.Any(t => t.IsAlive))
             {
-                threads.First(t => t.IsAlive).Join(TimeSpan.FromMilliseconds(500));
+                threads.FirstOrDefault(t => t.IsAlive)?.Join(TimeSpan.FromMilliseconds(500)); // see ShowPlain
                 TimeSpan now = ctx.Clock.Elapsed;
                 long[] current = Totals(ctx);
                 double seconds = Math.Max(1e-3, (now - last).TotalSeconds);
