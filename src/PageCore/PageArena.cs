@@ -309,6 +309,11 @@ public sealed unsafe partial class PageArena : IDisposable
     }
 
     /// <summary>The shared allocator's path (orders above 3, caches off, or caches exhausted), with reclaim on failure.</summary>
+    /// <remarks>
+    /// Never inlined: behind the caches it is a slow path, and when the JIT inlined it (with the new-page checks under
+    /// it) into a caller's loop of cached allocations, as dynamic PGO sometimes did, that loop's code doubled in size.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private uint AllocFromCore(int order)
     {
         if (_core.TryAlloc(order, out uint p) || TryAllocAfterReclaim(order, out p))
