@@ -15,7 +15,8 @@ namespace PageCore.Benchmarks;
 [GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
 public unsafe class NativeBenchmarks
 {
-    private const int Ops = 1 << 16;
+    /// <summary>Operations per invocation, on both sides.</summary>
+    public const int Ops = 1 << 16;
     private nint _lib;
     private nint _native;
     private int* _refcount;

@@ -9,12 +9,26 @@ namespace PageCore.Benchmarks;
 /// Runs the benchmarks on the host runtime (BenchmarkDotNet 0.14.0 has no net10 moniker: never pass --runtimes).
 /// BenchmarkDotNet exits 0 even when it ran nothing, so this program sets its own exit code: 1 when a benchmark was
 /// rejected or failed, or when nothing ran. With <c>--results DIR</c> it copies the GitHub-markdown reports to DIR.
+/// <c>--native-interleaved [rounds]</c> runs <see cref="InterleavedNative"/> instead of BenchmarkDotNet.
 /// </summary>
 public static class Program
 {
     /// <summary>Entry point.</summary>
     public static int Main(string[] args)
     {
+        int interleaved = Array.IndexOf(args, "--native-interleaved");
+        if (interleaved >= 0)
+        {
+            int rounds = 30;
+            if (interleaved + 1 < args.Length && !int.TryParse(args[interleaved + 1], out rounds))
+            {
+                Console.Error.WriteLine($"pagecore-bench: --native-interleaved takes a round count, not '{args[interleaved + 1]}'.");
+                return 64;
+            }
+
+            return InterleavedNative.Run(rounds);
+        }
+
         string? resultsDir = null;
         var rest = new List<string>();
         for (int i = 0; i < args.Length; i++)
