@@ -142,13 +142,15 @@ HOT uint32_t core_alloc(pcn_arena *a) {
     return UINT32_MAX;
 }
 
-HOT void core_free(pcn_arena *a, uint32_t p) {
+/* put_page: the put that takes the count to 0 frees the page (descriptor cleared, bit released); returns 1 then. */
+HOT int core_free(pcn_arena *a, uint32_t p) {
     pcn_desc *d = &a->desc[p];
-    if (atomic_fetch_sub_explicit(&d->refcount, 1, memory_order_acq_rel) != 1) {
-        return; /* someone else still holds it */
+    if (!put(&d->refcount)) {
+        return 0; /* someone else still holds it */
     }
     atomic_store_explicit(&d->flags, 0, memory_order_relaxed);
     atomic_fetch_and_explicit(&a->bits[p / 64], ~(1ull << (p % 64)), memory_order_acq_rel);
+    return 1;
 }
 
 /* The PFN-based forms, as PageArena.TryGetPageUnlessZero / PutPage take them: the PFN checked against the arena
@@ -164,12 +166,7 @@ HOT int page_put(pcn_arena *a, uint32_t pfn) {
     if (__builtin_expect(pfn >= a->pages, 0)) {
         return -1;
     }
-    if (put(&a->desc[pfn].refcount)) {
-        atomic_store_explicit(&a->desc[pfn].flags, 0, memory_order_relaxed); /* the last put frees the page */
-        atomic_fetch_and_explicit(&a->bits[pfn / 64], ~(1ull << (pfn % 64)), memory_order_acq_rel);
-        return 1;
-    }
-    return 0;
+    return core_free(a, pfn);
 }
 
 int pcn_get_page_unless_zero(pcn_arena *a, uint32_t pfn) {
