@@ -228,6 +228,8 @@ public sealed unsafe partial class PageArena : IDisposable
             if (p != PageCaches.NoPage)
             {
                 m.Hot.Hits(order)++; // a hit: the owner's own counter on the line it writes anyway
+
+                // PrepCachedPage without its _checked test: the owner test above already ruled out a checked arena.
                 ref PageDescriptor d = ref _desc[p];
                 if (d.Flags != (uint)PageFlags.Cached)
                 {
