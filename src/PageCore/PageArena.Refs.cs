@@ -261,34 +261,33 @@ public sealed unsafe partial class PageArena
     /// Called by the compound-page layer before it publishes the arena's first compound page: from then on every
     /// get and put resolves tails to their heads. A release store; never undone.
     /// </summary>
-    internal void MarkCompoundPagesInUse() => Volatile.Write(ref _mayHaveTails, true);
+    internal void MarkCompoundPagesInUse() => Volatile.Write(ref _tailFreeLimit, 0);
 
     /// <summary>A page's descriptor, for tests and the layers above the allocator.</summary>
     internal ref PageDescriptor DescriptorOf(Pfn pfn) => ref Descriptor(pfn.Value);
 
     /// <summary>The page's head for refcount purposes: itself, or the compound head of a tail (<c>compound_head</c>).</summary>
     /// <remarks>
-    /// While the arena has never held a compound page (<see cref="_mayHaveTails"/> is false) no page is a tail, and the
-    /// descriptor's compound word is not read at all: on the get/put hot path that saves a load that would otherwise sit
-    /// between the descriptor base and the locked instruction, right after the previous locked instruction.
+    /// While the arena has never held a compound page no page is a tail, and one compare against
+    /// <see cref="_tailFreeLimit"/> (the page limit until then) both checks the PFN and says the page is its own head: the
+    /// get/put hot path has no separate "may this be a tail" test, no compound-word load, between the previous locked
+    /// instruction and the next. Once compound pages exist (or the arena is disposed) the limit is 0 and every call takes
+    /// <see cref="HeadPfnChecked"/>, as the kernel's <c>compound_head</c> does.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref PageDescriptor HeadOf(uint p, out uint head)
     {
-        ref PageDescriptor d = ref Descriptor(p);
-        head = p;
-        if (_mayHaveTails)
-        {
-            ulong info = Volatile.Read(ref d.CompoundInfo);
-            if ((info & 1) != 0)
-            {
-                head = (uint)(info >> 1);
-                return ref _desc[head];
-            }
-        }
-
-        return ref d;
+        // The slow case returns the head rather than writing an out parameter: an address-taken local here would put a
+        // stack store between a caller's two locked instructions.
+        head = p < _tailFreeLimit ? p : HeadPfnChecked(p);
+        return ref _desc[head];
     }
+
+    /// <summary>
+    /// <see cref="HeadOf(uint, out uint)"/> once compound pages may exist: the PFN checked against the arena, then its
+    /// compound word read with acquire (a tail names its head).
+    /// </summary>
+    private uint HeadPfnChecked(uint p) => HeadPfnOf(ref Descriptor(p), p);
 
     /// <summary>After a put that did not leave the page live: free it (count reached 0) or report the put at zero.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -51,10 +51,11 @@ public sealed unsafe partial class PageArena : IDisposable
     private uint _pageLimit;
     private uint _orderLimit;
 
-    // Set (once, never cleared) before the first compound page of this arena is published, by the compound-page layer;
-    // until then no page can be a tail and HeadOf skips the compound word. A caller that reaches a tail PFN learned of
-    // it through whatever published that compound page, which happens after this store.
-    private bool _mayHaveTails;
+    // HeadOf's one-compare fast path: _pageLimit while no page of this arena can be a tail, 0 from the moment the
+    // compound-page layer is about to publish the first compound page (set once, never raised again), and 0 once
+    // disposed. A PFN below it is in bounds and is not a tail, so its descriptor is its head's. A caller that reaches a
+    // tail PFN learned of it through whatever published that compound page, which happens after the store of 0.
+    private uint _tailFreeLimit;
     private int _state; // 0 live, 1 disposing, 2 disposed
 
     private PageArena(PageArenaOptions options)
@@ -91,6 +92,7 @@ public sealed unsafe partial class PageArena : IDisposable
         }
 
         _pageLimit = (uint)_pageCount;
+        _tailFreeLimit = _pageLimit;
         _orderLimit = (uint)_maxOrder + 1;
     }
 
@@ -606,6 +608,7 @@ public sealed unsafe partial class PageArena : IDisposable
         }
 
         PageCoreMetrics.Unregister(this); // waits out an observation in progress: no reads of released memory
+        _tailFreeLimit = 0; // first: HeadOf's fast compare must not pass once _pageLimit refuses every PFN
         _pageLimit = 0;
         _orderLimit = 0;
         _caches?.Dispose();
