@@ -138,27 +138,6 @@ internal static class PageRef
         }
     }
 
-    /// <summary>What <see cref="FlagsAndCount"/> reads for an allocated, non-compound head held by one reference.</summary>
-    public const ulong HeldOnceHead = (1UL << 32) | (uint)PageFlags.AllocatedHead;
-
-    /// <summary>
-    /// The flags word and the refcount together (<see cref="PageDescriptor.Flags"/> is at offset 0, the count at 4), the
-    /// count in the high half: one aligned 64-bit acquire load.
-    /// </summary>
-    /// <remarks>
-    /// Invariant: reads only. An aligned 8-byte load is single-copy atomic on every 64-bit target .NET runs on (the
-    /// descriptor array is 64-byte aligned), so the pair is a snapshot that existed at one instant; the acquire orders it
-    /// before the caller's later loads, as <c>Volatile.Read</c> of the count alone would. On a
-    /// big-endian target the halves are swapped back (<see cref="BitConverter.IsLittleEndian"/> is a JIT constant, so
-    /// little-endian code has no swap).
-    /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong FlagsAndCount(ref PageDescriptor d)
-    {
-        ulong v = Volatile.Read(ref Unsafe.As<uint, ulong>(ref d.Flags));
-        return BitConverter.IsLittleEndian ? v : (v << 32) | (v >> 32);
-    }
-
     /// <summary>
     /// <c>page_ref_add_unless_zero</c> / <c>get_page_unless_zero</c>, first step: the CAS 1 -> 2. Returns the count it
     /// found; 1 means the reference was taken, anything else means nothing was written and the caller goes on with
