@@ -25,6 +25,7 @@ public unsafe class NativeBenchmarks
     private uint _nativePage;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCache;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCacheGd;
+    private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCacheChecked;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopCore;
     private delegate* unmanaged[SuppressGCTransition]<nint, long, void> _loopFrag;
     private delegate* unmanaged<nint, void> _destroy;
@@ -43,6 +44,7 @@ public unsafe class NativeBenchmarks
         _loopGetPutPage = (delegate* unmanaged[SuppressGCTransition]<nint, uint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_get_put_page");
         _loopCache = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache");
         _loopCacheGd = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache_gd");
+        _loopCacheChecked = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_cache_checked");
         _loopCore = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_core");
         _loopFrag = (delegate* unmanaged[SuppressGCTransition]<nint, long, void>)NativeLibrary.GetExport(_lib, "pcn_loop_frag");
         _destroy = (delegate* unmanaged<nint, void>)NativeLibrary.GetExport(_lib, "pcn_arena_destroy");
@@ -113,6 +115,16 @@ public unsafe class NativeBenchmarks
     [Benchmark(OperationsPerInvoke = Ops, Description = "C: per-thread cache, TLS via __tls_get_addr")]
     [BenchmarkCategory("cache")]
     public void CCacheTlsGetAddr() => _loopCacheGd(_native, Ops);
+
+    /// <summary>
+    /// C: the baseline's pop + push with the work the C# API does around them on the same path: the order checked
+    /// against the arena's limit, the hit and free counters, the popped block's flags checked (check_new_page), the freed
+    /// PFN checked against the arena and its flags and order checked. Sets apart what the API's checks cost from what
+    /// the language costs.
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C: per-thread cache with the C# API's checks")]
+    [BenchmarkCategory("cache")]
+    public void CCacheChecked() => _loopCacheChecked(_native, Ops);
 
     /// <summary>
     /// C#: the thread's magazine, found through a thread-static whose base the JIT hoists out of this loop (as gcc

@@ -41,6 +41,17 @@ int main(int argc, char **argv) {
     RUN("  the same on a bare counter", pcn_loop_get_put(&rc, n));
     RUN("per-thread cache alloc + free (order 0)", pcn_loop_cache(a, n));
     RUN("  the same, TLS via __tls_get_addr", pcn_loop_cache_gd(a, n));
+    int64_t hits0, frees0, hits1, frees1;
+    pcn_cache_counts(&hits0, &frees0);
+    RUN("  the same with the C# API's checks", pcn_loop_cache_checked(a, n));
+    pcn_cache_counts(&hits1, &frees1);
+    if (hits1 - hits0 != 5 * n || frees1 - frees0 != 5 * n) {
+        /* a check refused a correct block, or the loop fell off the magazine: its figure would be of another path */
+        fprintf(stderr, "pagecore-native-bench: the checked cache loop left the magazine path (%lld hits, %lld frees of %lld)\n",
+                (long long)(hits1 - hits0), (long long)(frees1 - frees0), (long long)(5 * n));
+        pcn_arena_destroy(a);
+        return 1;
+    }
     RUN("core allocator alloc + free (order 0)", pcn_loop_core(a, n));
     RUN("PTE fragment alloc + free (16 per page)", pcn_loop_frag(a, n));
     pcn_arena_destroy(a);

@@ -49,6 +49,13 @@ void pcn_loop_get_put(int32_t *refcount, int64_t n);
 void pcn_loop_get_put_page(pcn_arena *a, uint32_t pfn, int64_t n);
 void pcn_loop_cache(pcn_arena *a, int64_t n);
 void pcn_loop_cache_gd(pcn_arena *a, int64_t n);
+/* pcn_loop_cache with the work the C# API does around the magazine on the same path: the order checked against the
+ * arena's limit, hit and free counters, the popped block's flags checked (check_new_page), the freed PFN checked against
+ * the arena and its flags and order checked (an allocated head of that order). */
+void pcn_loop_cache_checked(pcn_arena *a, int64_t n);
+/* The calling thread's magazine counters (only the checked loop counts): lets a caller see that every operation of
+ * pcn_loop_cache_checked passed its checks and stayed on the magazine path. */
+void pcn_cache_counts(int64_t *hits, int64_t *frees);
 void pcn_loop_core(pcn_arena *a, int64_t n);
 void pcn_loop_frag(pcn_arena *a, int64_t n);
 

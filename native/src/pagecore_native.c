@@ -37,6 +37,7 @@ struct pcn_arena {
     _Atomic uint64_t *bits;
     uint32_t pages;
     uint32_t words;
+    uint32_t order_limit; /* PageArena's _orderLimit: the orders an allocation may ask for (0..10) */
     _Atomic uint32_t hint;
     _Alignas(128) _Atomic uint64_t frag_cache; /* (page + 1) << 32 | next index */
 };
@@ -46,6 +47,7 @@ typedef struct {
     _Atomic int steal_pending; /* a stealer's request (PageCaches' StealPending) */
     const pcn_arena *owner;    /* the arena this thread's magazine serves (PageCaches.ThreadMagazine's owner check) */
     uint32_t count;
+    int64_t hits, frees;       /* the meter's counters, as MagazineHot's Hits0/Frees0 (the checked form counts) */
     uint32_t slots[MAG_CAP];
 } pcn_magazine;
 
@@ -96,6 +98,7 @@ pcn_arena *pcn_arena_create(uint32_t pages) {
     memset(a, 0, sizeof *a);
     a->pages = pages;
     a->words = (pages + 63) / 64;
+    a->order_limit = 11;
     a->desc = aligned_alloc(64, (size_t)pages * sizeof(pcn_desc));
     a->bits = aligned_alloc(64, (size_t)a->words * sizeof(uint64_t));
     if (!a->desc || !a->bits) {
@@ -205,7 +208,22 @@ COLD uint32_t magazine_refill(pcn_arena *a, pcn_magazine *m) {
     return m->count == 0 ? UINT32_MAX : m->slots[--m->count];
 }
 
-HOT uint32_t magazine_alloc(pcn_arena *a, pcn_magazine *m) {
+/* A block a magazine handed out is not a cached block of order 0 (check_new_page's bad_page). Never taken here. */
+COLD uint32_t bad_cached_page(pcn_arena *a, uint32_t p) {
+    (void)a;
+    (void)p;
+    return UINT32_MAX;
+}
+
+/* The magazine's pop and push. checks = 0: the algorithm alone. checks = 1: with the work the C# API does around it on
+ * the same path (PageArena.AllocVia / FreeVia), so that a C# figure can be set against C doing the same work: the
+ * order checked against the arena's limit, the hit and free counters, check_new_page's flag test on the popped block,
+ * the freed PFN checked against the arena, and the free's test that the block is an allocated head of that order.
+ * Both are inlined with a constant `checks`, so each loop is compiled with its own branches only. */
+HOT uint32_t magazine_alloc(pcn_arena *a, pcn_magazine *m, const int checks, const uint32_t order) {
+    if (checks && __builtin_expect(order >= a->order_limit, 0)) {
+        return UINT32_MAX;
+    }
     /* The owner's side of the steal handshake: two plain stores and a load (the stealer pays a process-wide barrier). */
     atomic_store_explicit(&m->busy, 1, memory_order_relaxed);
     if (atomic_load_explicit(&m->steal_pending, memory_order_acquire)) {
@@ -222,15 +240,29 @@ HOT uint32_t magazine_alloc(pcn_arena *a, pcn_magazine *m) {
     if (p == UINT32_MAX) {
         return core_alloc(a);
     }
+    pcn_desc *d = &a->desc[p];
+    if (checks) {
+        m->hits++;
+        if (__builtin_expect(atomic_load_explicit(&d->flags, memory_order_relaxed) != FLAG_CACHED, 0)) {
+            return bad_cached_page(a, p);
+        }
+    }
     /* the cache's reference becomes the caller's: no refcount write, only the flags (the owner's plain store) */
-    atomic_store_explicit(&a->desc[p].flags, FLAG_ALLOCATED, memory_order_relaxed);
+    atomic_store_explicit(&d->flags, FLAG_ALLOCATED, memory_order_relaxed);
     return p;
 }
 
-HOT void magazine_free(pcn_arena *a, pcn_magazine *m, uint32_t p) {
+HOT void magazine_free(pcn_arena *a, pcn_magazine *m, uint32_t p, const int checks, const uint32_t order) {
+    if (checks && __builtin_expect(p >= a->pages, 0)) {
+        return; /* the C# side throws */
+    }
     pcn_desc *d = &a->desc[p];
-    if (atomic_load_explicit(&d->refcount, memory_order_acquire) == 1 && m->owner == a) {
+    if (m->owner == a && atomic_load_explicit(&d->refcount, memory_order_acquire) == 1
+        && (!checks || (atomic_load_explicit(&d->flags, memory_order_relaxed) == FLAG_ALLOCATED && d->order == order))) {
         atomic_store_explicit(&d->flags, FLAG_CACHED, memory_order_relaxed); /* the caller's reference stays: the cache's */
+        if (checks) {
+            m->frees++;
+        }
         atomic_store_explicit(&m->busy, 1, memory_order_relaxed);
         if (!atomic_load_explicit(&m->steal_pending, memory_order_acquire) && m->count < MAG_CAP) {
             m->slots[m->count++] = p;
@@ -244,19 +276,19 @@ HOT void magazine_free(pcn_arena *a, pcn_magazine *m, uint32_t p) {
 }
 
 uint32_t pcn_cache_alloc(pcn_arena *a) {
-    return magazine_alloc(a, &t_magazine);
+    return magazine_alloc(a, &t_magazine, 0, 0);
 }
 
 void pcn_cache_free(pcn_arena *a, uint32_t p) {
-    magazine_free(a, &t_magazine, p);
+    magazine_free(a, &t_magazine, p, 0, 0);
 }
 
 uint32_t pcn_cache_alloc_gd(pcn_arena *a) {
-    return magazine_alloc(a, magazine_gd());
+    return magazine_alloc(a, magazine_gd(), 0, 0);
 }
 
 void pcn_cache_free_gd(pcn_arena *a, uint32_t p) {
-    magazine_free(a, magazine_gd(), p);
+    magazine_free(a, magazine_gd(), p, 0, 0);
 }
 
 HOT uint32_t frag_alloc(pcn_arena *a) {
@@ -334,14 +366,25 @@ void pcn_loop_get_put_page(pcn_arena *a, uint32_t pfn, int64_t n) {
 
 void pcn_loop_cache(pcn_arena *a, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        magazine_free(a, &t_magazine, magazine_alloc(a, &t_magazine));
+        magazine_free(a, &t_magazine, magazine_alloc(a, &t_magazine, 0, 0), 0, 0);
+    }
+}
+
+void pcn_cache_counts(int64_t *hits, int64_t *frees) {
+    *hits = t_magazine.hits;
+    *frees = t_magazine.frees;
+}
+
+void pcn_loop_cache_checked(pcn_arena *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        magazine_free(a, &t_magazine, magazine_alloc(a, &t_magazine, 1, 0), 1, 0);
     }
 }
 
 void pcn_loop_cache_gd(pcn_arena *a, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        uint32_t p = magazine_alloc(a, magazine_gd());
-        magazine_free(a, magazine_gd(), p);
+        uint32_t p = magazine_alloc(a, magazine_gd(), 0, 0);
+        magazine_free(a, magazine_gd(), p, 0, 0);
     }
 }
 
