@@ -277,8 +277,8 @@ public sealed unsafe partial class PageArena
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref PageDescriptor HeadOf(uint p, out uint head)
     {
-        // The slow case returns the head rather than writing an out parameter: an address-taken local here would put a
-        // stack store between a caller's two locked instructions.
+        // HeadPfnChecked (not inlined) returns the head rather than taking an out parameter: an address-taken local
+        // would put a stack store between a caller's two locked instructions. HeadOf's own out is inlined away.
         head = p < _tailFreeLimit ? p : HeadPfnChecked(p);
         return ref _desc[head];
     }
