@@ -61,7 +61,9 @@ public sealed unsafe partial class PageArena
                 continue;
             }
 
-            if ((flags & (uint)PageFlags.AllocatedHead) == 0)
+            // A cached block its cache released while a speculative getter still held it is that getter's until its put:
+            // checked as an allocated block (Released).
+            if ((flags & (uint)PageFlags.AllocatedHead) == 0 && flags != (uint)(PageFlags.Cached | PageFlags.Released))
             {
                 if (flags != 0)
                 {

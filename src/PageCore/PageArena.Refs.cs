@@ -12,23 +12,23 @@ public sealed unsafe partial class PageArena
     /// <param name="pfn">A page with refcount &gt; 0 (or a tail of such a compound page).</param>
     /// <remarks>
     /// <para>The caller must already hold a reference. A get on a free page is refused, before anything is written, in
-    /// every mode (the page's flags say free). As in the kernel, the count itself is checked only in checked mode
+    /// every mode: the page's flags say free, and so do those of a freed block that a per-CPU cache holds. As in the kernel, the count itself is checked only in checked mode
     /// (<see cref="PageArenaOptions.Checked"/>, the counterpart of <c>CONFIG_DEBUG_VM</c>): there a get on a frozen page
     /// or past the overflow guard is refused too, leaving the counter as it was. Without checked mode the count is not
     /// read, which keeps a get within a few percent of a bare <see cref="Interlocked.Increment(ref int)"/>;
     /// <see cref="TryGetPageUnlessZero"/>, the get for callers that do not hold a reference, checks overflow always.</para>
     /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
-    /// <exception cref="PageBugException">The page is free; in checked mode also: its refcount is 0 (frozen) or at the
-    /// overflow guard. The counter was left as it was.</exception>
+    /// <exception cref="PageBugException">The page is free (in the shared allocator or in a per-CPU cache); in checked
+    /// mode also: its refcount is 0 (frozen) or at the overflow guard. The counter was left as it was.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void GetPage(Pfn pfn)
     {
         ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
-        if (d.Flags == 0 || _checked)
+        if ((d.Flags & (uint)PageFlags.AllocatedHead) == 0 || _checked)
         {
-            // A free page (refused before any write: the flags share the count's line and reading them before the locked
-            // add costs nothing, unlike reading the count), or checked mode.
+            // A free or cached page (refused before any write: the flags share the count's line and reading them before
+            // the locked add costs nothing, unlike reading the count), or checked mode.
             GetPageChecked(ref d, head);
             return;
         }
@@ -39,7 +39,7 @@ public sealed unsafe partial class PageArena
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void GetPageChecked(ref PageDescriptor d, uint head)
     {
-        RefGet r = d.Flags == 0 ? RefGet.Dead : PageRef.IncChecked(ref d);
+        RefGet r = (d.Flags & (uint)PageFlags.AllocatedHead) == 0 ? RefGet.Dead : PageRef.IncChecked(ref d);
         if (r != RefGet.Taken)
         {
             ThrowGetFailed(head, r, "get_page");
@@ -54,7 +54,8 @@ public sealed unsafe partial class PageArena
     /// <param name="pfn">A page with refcount &gt; 0 (or a tail of such a compound page).</param>
     /// <param name="count">References to add, at least 1.</param>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena or <paramref name="count"/> is below 1.</exception>
-    /// <exception cref="PageBugException">The page is free, frozen, or the count would pass the overflow guard; nothing changed.</exception>
+    /// <exception cref="PageBugException">The page is free (in the shared allocator or in a per-CPU cache), frozen, or the
+    /// count would pass the overflow guard; nothing changed.</exception>
     public void GetPages(Pfn pfn, int count)
     {
         if (count < 1)
@@ -63,7 +64,7 @@ public sealed unsafe partial class PageArena
         }
 
         ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
-        RefGet r = d.Flags == 0 ? RefGet.Dead : PageRef.Add(ref d, count);
+        RefGet r = (d.Flags & (uint)PageFlags.AllocatedHead) == 0 ? RefGet.Dead : PageRef.Add(ref d, count);
         if (r != RefGet.Taken)
         {
             ThrowGetFailed(head, r, "page_ref_add");
@@ -77,27 +78,37 @@ public sealed unsafe partial class PageArena
     /// <param name="pfn">A page the caller holds a reference on.</param>
     /// <returns>True when this put freed the page.</returns>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
-    /// <exception cref="PageBugException">A put at zero (a free or frozen page); the counter was left as it was.</exception>
+    /// <exception cref="PageBugException">A put at zero (a free or frozen page), or a put that would take the reference a
+    /// per-CPU cache holds on a freed block; the counter was left as it was: a refused put writes nothing.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool PutPage(Pfn pfn)
     {
         ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
-        RefPut r = PageRef.PutTestZero(ref d);
-        if (r == RefPut.Live)
+        int seen = PageRef.TryPutFromTwo(ref d);
+        if (seen == 2)
         {
             return false;
         }
 
-        return ReleaseLastReference(head, r);
+        return PutFrom(head, seen);
     }
 
     /// <summary>
-    /// <c>get_page_unless_zero</c>: takes a reference on this page only if its own count is live (&gt; 0). Never revives a
-    /// free or frozen page, and never succeeds on a tail page of a compound page, whose count is 0 at all times (rule 2,
-    /// the fix of seed 002): use <see cref="TryGetFolioSpeculative"/> to take a reference on the folio containing a PFN.
-    /// Any thread may call it on any PFN at any moment; after it succeeds the caller must recheck that the page is still
-    /// what it wanted and <see cref="PutPage"/> it if not.
+    /// <c>get_page_unless_zero</c>: takes a reference on this page only if its own count is live (&gt; 0) and it is an
+    /// allocated block head. Never revives a free or frozen page, never succeeds on a freed block that a per-CPU cache
+    /// holds (from <see cref="FreePages"/>' return until the block is handed out again), and never on a tail page of a
+    /// compound page, whose count is 0 at all times (rule 2, the fix of seed 002): use
+    /// <see cref="TryGetFolioSpeculative"/> to take a reference on the folio containing a PFN. Any thread may call it on
+    /// any PFN at any moment; after it succeeds the caller must recheck that the page is still what it wanted and
+    /// <see cref="PutPage"/> it if not.
     /// </summary>
+    /// <remarks>
+    /// A cached block keeps the cache's reference (count 1) so that the cache's hit path needs no atomic instruction; the
+    /// get therefore adds first (a full fence), then reads the flags, and when they do not say allocated it gives the
+    /// reference back at once (the speculative get of a page that turned out not to be the one wanted, as
+    /// <c>folio_try_get</c> callers do) and fails. The flag load after the add costs nothing measurable: the CAS brought
+    /// the line in.
+    /// </remarks>
     /// <param name="pfn">Any page of the arena.</param>
     /// <returns>True when a reference was taken.</returns>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
@@ -106,8 +117,37 @@ public sealed unsafe partial class PageArena
     public bool TryGetPageUnlessZero(Pfn pfn)
     {
         uint p = pfn.Value;
-        int seen = PageRef.TryGetFromOne(ref Descriptor(p));
-        return seen == 1 || TryGetUnlessZeroFrom(p, seen, "get_page_unless_zero") == RefGet.Taken;
+        ref PageDescriptor d = ref Descriptor(p);
+        int seen = PageRef.TryGetFromOne(ref d);
+        if (seen != 1 && TryGetUnlessZeroFrom(p, seen, "get_page_unless_zero") != RefGet.Taken)
+        {
+            return false;
+        }
+
+        return IsAllocatedAfterGet(ref d) || UndoSpeculativeGet(p);
+    }
+
+    /// <summary>
+    /// The recheck that makes a speculative get refuse a freed, cached block: after the add (a full fence), does the
+    /// head still say allocated? An acquire load: it cannot be performed before the add, on any architecture.
+    /// </summary>
+    /// <remarks>
+    /// Invariant kept: a get succeeds only on a block that was allocated at a moment when the getter held its reference.
+    /// A block is freed into a cache by a plain flag store (<see cref="PageFlags.Cached"/>) made after its owner read the
+    /// count as 1, and published to other threads by whatever hands the knowledge of the free on (a release or a fence):
+    /// a getter that learns of the free that way reads Cached here and gives its reference back.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool IsAllocatedAfterGet(ref PageDescriptor d) =>
+        (Volatile.Read(ref d.Flags) & (uint)PageFlags.AllocatedHead) != 0;
+
+    /// <summary>Gives back a speculative reference that landed on a block that is not allocated; always false.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool UndoSpeculativeGet(uint head)
+    {
+        _counters?.Add(ArenaCounter.SpeculativeGetRetries);
+        PutFrom(head, PageRef.Count(ref _desc[head]));
+        return false;
     }
 
     /// <summary>
@@ -174,7 +214,7 @@ public sealed unsafe partial class PageArena
                 return true;
             }
 
-            PutPage(new Pfn(h)); // not what we wanted: drop it (this put may free the folio)
+            PutFrom(h, PageRef.Count(ref _desc[h])); // not what we wanted: drop it (this put may free the folio)
             if (sameFolio)
             {
                 break; // the page is in no allocated folio (it sits free in a per-CPU cache): a miss
@@ -244,10 +284,20 @@ public sealed unsafe partial class PageArena
         PageRef.Unfreeze(ref d, count);
     }
 
-    /// <summary><c>page_count</c>: the refcount of the page's head (0 for a free or frozen page).</summary>
+    /// <summary>
+    /// <c>page_count</c>: the refcount of the page's head; 0 for a free or frozen page, including a freed block that a
+    /// per-CPU cache holds (the cache's own reference is not counted: nobody outside the cache holds the block).
+    /// </summary>
     /// <param name="pfn">Any page of the arena.</param>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
-    public int RefCount(Pfn pfn) => PageRef.Count(ref HeadOf(pfn.Value, out _));
+    public int RefCount(Pfn pfn)
+    {
+        ref PageDescriptor d = ref HeadOf(pfn.Value, out _);
+        int count = PageRef.Count(ref d);
+        uint flags = Volatile.Read(ref d.Flags);
+        bool cacheHolds = (flags & (uint)(PageFlags.Cached | PageFlags.Released)) == (uint)PageFlags.Cached;
+        return cacheHolds ? Math.Max(0, count - 1) : count;
+    }
 
     /// <summary>
     /// The generation of a page: in checked mode, how many times it was handed out as a block head (for use-after-free
@@ -289,24 +339,52 @@ public sealed unsafe partial class PageArena
     /// </summary>
     private uint HeadPfnChecked(uint p) => HeadPfnOf(ref Descriptor(p), p);
 
-    /// <summary>After a put that did not leave the page live: free it (count reached 0) or report the put at zero.</summary>
+    /// <summary>
+    /// The rest of a put on <paramref name="head"/> after the first guess found <paramref name="seen"/>: drop a reference
+    /// that is not the last, or, when it is the last, check that the caller may take it (an allocated head, or a cached
+    /// block its cache already let go of), take it with 1 -> 0 and free the block. A refused put writes nothing.
+    /// </summary>
+    /// <returns>True when this put freed the block.</returns>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool ReleaseLastReference(uint head, RefPut r)
+    private bool PutFrom(uint head, int seen)
     {
-        if (r == RefPut.Underflow)
-        {
-            ThrowBug(head, "put_page", "refcount is already 0: a put at zero (the page is free or frozen)");
-        }
-
         ref PageDescriptor d = ref _desc[head];
-        if ((d.Flags & (uint)PageFlags.AllocatedHead) == 0)
+        while (true)
         {
-            // Only a put at zero on a cached block can get here: the cache's own reference was taken away.
-            Interlocked.Increment(ref d.RefCount);
-            ThrowBug(head, "put_page", "the refcount reached 0 on a page that is not an allocated block head (a put on a freed, cached page)");
-        }
+            RefPut r = PageRef.PutUnlessLast(ref d, seen);
+            if (r == RefPut.Live)
+            {
+                return false;
+            }
 
-        FreeBlock(head, d.Order);
-        return true;
+            if (r == RefPut.Underflow)
+            {
+                ThrowBug(head, "put_page", "refcount is already 0: a put at zero (the page is free or frozen)");
+            }
+
+            // The count read 1: this put would be the last. Only the holder of that reference can change the flags now
+            // (an owner's free, a cache's release), so the flags read here still hold when the CAS below succeeds.
+            uint flags = Volatile.Read(ref d.Flags);
+            if ((flags & (uint)(PageFlags.AllocatedHead | PageFlags.Released)) == 0)
+            {
+                ThrowBug(head, "put_page", "the last reference on a block a per-CPU cache holds is the cache's own: a put on a freed, cached page (nothing changed)");
+            }
+
+            if (PageRef.TryPutLast(ref d))
+            {
+                if ((flags & (uint)PageFlags.Released) != 0)
+                {
+                    FreeReleasedCached(head);
+                }
+                else
+                {
+                    FreeBlock(head, d.Order);
+                }
+
+                return true;
+            }
+
+            seen = PageRef.Count(ref d); // lost a race with another get or put: go on from the value that won
+        }
     }
 }

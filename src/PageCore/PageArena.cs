@@ -456,7 +456,7 @@ public sealed unsafe partial class PageArena : IDisposable
     {
         if (order == 0)
         {
-            RefPut r = PageRef.PutTestZero(ref d);
+            RefPut r = PageRef.PutTestZero(ref d, guess: 1);
             if (r == RefPut.Zero)
             {
                 FreeBlock(p, 0);
@@ -493,7 +493,7 @@ public sealed unsafe partial class PageArena : IDisposable
             ThrowBadFree(p, order);
         }
 
-        switch (PageRef.PutTestZero(ref d))
+        switch (PageRef.PutTestZero(ref d, guess: 1))
         {
             case RefPut.Zero:
                 FreeBlock(p, order);
@@ -522,7 +522,7 @@ public sealed unsafe partial class PageArena : IDisposable
         // caller's own (its reference keeps the count above zero), whose full fence publishes this store.
         d.Order = 0;
         FreeBuddiesOfHead(p, order);
-        RefPut r = PageRef.PutTestZero(ref d);
+        RefPut r = PageRef.PutTestZero(ref d, guess: 2);
         if (r == RefPut.Zero)
         {
             FreeBlock(p, 0);
@@ -676,6 +676,11 @@ public sealed unsafe partial class PageArena : IDisposable
 
         CheckNewBlock(p, order);
         d.Generation++;
+
+        // Checked mode publishes the new generation before the flags that make the block gettable (a release store), so
+        // that a speculative getter that reads the flags as allocated also reads the generation of this hand-out: the
+        // use-after-free checks compare generations.
+        Volatile.Write(ref d.Flags, (uint)PageFlags.AllocatedHead);
     }
 
     /// <summary>
@@ -696,8 +701,10 @@ public sealed unsafe partial class PageArena : IDisposable
     }
 
     /// <summary>
-    /// A cache gives a block back to the shared allocator: it becomes an ordinary allocation and the cache drops its
-    /// reference with a real put. If a speculative getter still holds the block, that getter's last put frees it.
+    /// A cache gives a block back to the shared allocator: the cache drops its reference with 1 -> 0 and frees the block.
+    /// When a speculative getter holds a reference at that moment (between its add and its flag check, or one taken just
+    /// before the block was freed), the block is marked <see cref="PageFlags.Released"/> instead, the cache's reference
+    /// is dropped, and the getter's last put frees it. The block never looks allocated on the way.
     /// </summary>
     internal void ReleaseCachedToCore(uint p, int order)
     {
@@ -708,22 +715,55 @@ public sealed unsafe partial class PageArena : IDisposable
             ThrowBug(p, "free_pcppages_bulk", "a cached block's descriptor does not say cached, or says another order");
         }
 
-        // Ordinary allocation state first (plain stores, published by the put's full fence), so that a speculative
-        // holder's last put frees the block like any other.
-        d.Flags = (uint)PageFlags.AllocatedHead;
-        switch (PageRef.PutTestZero(ref d))
+        if (PageRef.TryPutLast(ref d))
+        {
+            // Only the cache held it: it is the cache's to free (the CAS is a full fence).
+            d.Flags = poisoned;
+            d.Order = 0;
+            FreeToCore(p, order, userFree: false); // a spill: the user's free was counted when it reached the cache
+            return;
+        }
+
+        ReleaseCachedShared(ref d, p);
+    }
+
+    /// <summary>
+    /// <see cref="ReleaseCachedToCore"/> while a speculative holder also has a reference: hand the final free to
+    /// whichever put is last.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: the block is free for every getter throughout (no <see cref="PageFlags.AllocatedHead"/>), and exactly
+    /// one put takes the count to 0 and frees it. The <see cref="PageFlags.Released"/> mark is a plain store made before
+    /// the cache's fully ordered put; a holder whose put then finds the count at 1 read that count from (or after) the
+    /// cache's put, so it also reads the mark, and frees the block to the shared allocator
+    /// (<see cref="FreeReleasedCached"/>) instead of refusing a put on a cached block.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ReleaseCachedShared(ref PageDescriptor d, uint p)
+    {
+        d.Flags |= (uint)PageFlags.Released;
+        switch (PageRef.PutTestZero(ref d, guess: 2))
         {
             case RefPut.Zero:
-                d.Flags = poisoned;
-                d.Order = 0;
-                FreeToCore(p, order, userFree: false); // a spill: the user's free was counted when it reached the cache
+                FreeReleasedCached(p); // the holder put first after all
                 break;
             case RefPut.Live:
+                _counters?.Add(ArenaCounter.SpeculativeGetRetries);
                 break;
             default:
                 ThrowBug(p, "free_pcppages_bulk", "a cached block had refcount 0");
                 break;
         }
+    }
+
+    /// <summary>The last put on a block its cache released (<see cref="PageFlags.Released"/>): free it to the shared allocator.</summary>
+    private void FreeReleasedCached(uint p)
+    {
+        ref PageDescriptor d = ref _desc[p];
+        int order = d.Order;
+        d.Flags &= (uint)PageFlags.Poisoned;
+        d.Order = 0;
+        FreeToCore(p, order, userFree: false);
     }
 
     /// <summary>

@@ -14,7 +14,8 @@ public sealed class PagePoolTests
         Pfn p = pool.AllocPages(0);
         Assert.Equal(1, arena.RefCount(p));
         pool.FreePages(p, 0);
-        Assert.Equal(1, arena.RefCount(p)); // the pool's own reference, as page_pool keeps
+        Assert.Equal(0, arena.RefCount(p));                 // free to every caller
+        Assert.Equal(1, arena.DescriptorOf(p).RefCount);    // the pool's own reference, as page_pool keeps
         Assert.Equal(p, pool.AllocPages(0));
         pool.FreePages(p, 0);
 

@@ -23,7 +23,8 @@ public sealed class RefcountTests
         Assert.False(arena.PutPage(p));
         Assert.Equal(1, arena.RefCount(p));
         Assert.True(arena.PutPage(p));
-        Assert.Equal(caches ? 1 : 0, arena.RefCount(p)); // a cached page keeps the cache's own reference
+        Assert.Equal(0, arena.RefCount(p)); // free: the cache's own reference is not counted
+        Assert.Equal(caches ? 1 : 0, arena.DescriptorOf(p).RefCount); // a cached page keeps the cache's own reference
         Assert.Equal(free, arena.FreePageCount);
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
@@ -155,39 +156,43 @@ public sealed class RefcountTests
     [Fact]
     public void CachedPagesKeepTheCachesReferenceLikePagePool()
     {
-        // A block freed by its only holder goes to the thread's magazine with the cache's reference (refcount 1), as
-        // page_pool's recycled pages do; the shared allocator's free pages have refcount 0.
+        // A block freed by its only holder goes to the thread's magazine with the cache's reference (refcount 1 in the
+        // descriptor), as page_pool's recycled pages do; the shared allocator's free pages have refcount 0. To every
+        // caller it is free: page_count reads 0 and every get refuses it.
         using ArenaLease lease = TestSupport.Lease(caches: true);
         PageArena arena = lease.Arena;
         Pfn p = arena.AllocPages(0);
         arena.FreePages(p, 0);
-        Assert.Equal(1, arena.RefCount(p));
+        Assert.Equal(0, arena.RefCount(p));
+        Assert.Equal(1, arena.DescriptorOf(p).RefCount);
         Assert.True(arena.CachedPageCount >= 1);
         Assert.Equal(arena.PageCount, arena.FreePageCount);
 
-        // A speculative walker may take it and must put it back; the cache's reference is untouched.
-        Assert.True(arena.TryGetPageUnlessZero(p));
-        Assert.False(arena.PutPage(p));
-        Assert.Equal(1, arena.RefCount(p));
+        // A speculative walker's get fails, and gives back the reference its add took.
+        Assert.False(arena.TryGetPageUnlessZero(p));
+        Assert.Equal(1, arena.DescriptorOf(p).RefCount);
 
         // Neither may a freeze, which would take the cache's reference away.
         Assert.Throws<PageBugException>(() => arena.FreezeRefs(p, 1));
-        Assert.Equal(1, arena.RefCount(p));
+        Assert.Equal(1, arena.DescriptorOf(p).RefCount);
 
         // A put by the former owner (a use after free) is refused and changes nothing.
         var ex = Assert.Throws<PageBugException>(() => arena.PutPage(p));
         Assert.Contains("cached", ex.Reason);
-        Assert.Equal(1, arena.RefCount(p));
+        Assert.Equal(1, arena.DescriptorOf(p).RefCount);
         Assert.Throws<PageBugException>(() => arena.FreePages(p, 0));
 
         // The next allocation takes the same page back without touching its count.
         Pfn again = arena.AllocPages(0);
         Assert.Equal(p, again);
         Assert.Equal(1, arena.RefCount(again));
+        Assert.True(arena.TryGetPageUnlessZero(again)); // allocated again: a speculative get succeeds
+        Assert.False(arena.PutPage(again));
         arena.FreePages(again, 0);
 
         arena.Drain();
         Assert.Equal(0, arena.RefCount(p));
+        Assert.Equal(0, arena.DescriptorOf(p).RefCount);
         Assert.False(arena.TryGetPageUnlessZero(p));
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
@@ -195,17 +200,23 @@ public sealed class RefcountTests
     [Fact]
     public void DrainLeavesACachedPageHeldByASpeculativeGetterToThatGettersLastPut()
     {
+        // The instant between a speculative get's add and its flag check, frozen: the getter holds a reference on a
+        // cached block (descriptor count 2) when the cache gives the block back. The block must stay free to everyone
+        // else, and the getter's put (its undo) must free it: nothing leaks, nothing is freed twice.
         using ArenaLease lease = TestSupport.Lease(caches: true);
         PageArena arena = lease.Arena;
         Pfn p = arena.AllocPages(0);
         arena.FreePages(p, 0);
-        Assert.True(arena.TryGetPageUnlessZero(p)); // 2: the cache's and the walker's
-        arena.Drain();                              // the cache drops its reference: 1, the walker's
+        Assert.Equal(1, PageRef.TryGetFromOne(ref arena.DescriptorOf(p))); // the getter's add: 1 -> 2
+        arena.Drain();                                                     // the cache drops its reference: 1, the getter's
         Assert.Equal(1, arena.RefCount(p));
         ArenaReport mid = arena.Verify();
         Assert.True(mid.IsClean, mid.ToString());
         Assert.Equal(1, mid.AllocatedPages);
-        Assert.True(arena.PutPage(p));              // the walker's put frees it
+        Assert.False(arena.TryGetPageUnlessZero(p)); // released, not allocated: still refused (and given back)
+        Assert.Throws<PageBugException>(() => arena.GetPage(p));
+        Assert.Equal(1, arena.DescriptorOf(p).RefCount);
+        Assert.True(arena.PutPage(p));               // the getter's put frees it
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 

@@ -8,7 +8,7 @@ internal enum RefGet
     /// <summary>The count was raised by one.</summary>
     Taken,
 
-    /// <summary>The count was 0 or negative (a free or frozen page): nothing changed.</summary>
+    /// <summary>The count was 0 (a free or frozen page): nothing changed.</summary>
     Dead,
 
     /// <summary>The count is at the overflow guard: nothing changed.</summary>
@@ -24,8 +24,12 @@ internal enum RefPut
     /// <summary>This put took the count to 0: the caller now owns the page and must free it.</summary>
     Zero,
 
-    /// <summary>The count was already 0 or below: nothing changed (a put at zero).</summary>
+    /// <summary>The count was already 0: nothing changed (a put at zero, refused).</summary>
     Underflow,
+
+    /// <summary>The count is exactly 1, so this put would be the last: nothing changed (<see cref="PageRef.PutUnlessLast"/>
+    /// only; the caller checks that it may free the page, then calls <see cref="PageRef.TryPutLast"/>).</summary>
+    Last,
 }
 
 /// <summary>
@@ -39,7 +43,7 @@ internal enum RefPut
 /// successful conditional RMW are fully ordered (Interlocked), <c>atomic_set_release</c> is <c>Volatile.Write</c>.</para>
 /// <para>The states of the counter: 0 = free, frozen, or (for a tail page) never counted; 1..<see cref="MaxCount"/> =
 /// live with that many references (a page held by a per-CPU cache counts the cache's own reference, as page_pool's
-/// recycled pages do); negative = only for an instant, while a put at zero is being undone.</para>
+/// recycled pages do); never negative: a put at zero is refused before it writes.</para>
 /// </remarks>
 internal static class PageRef
 {
@@ -191,25 +195,97 @@ internal static class PageRef
     }
 
     /// <summary>
-    /// <c>put_page_testzero</c> / <c>folio_put_testzero</c>: drop one reference and say whether it was the last.
+    /// <c>put_page_testzero</c>, first step: the CAS 2 -> 1. Returns the count it found; 2 means the reference was
+    /// dropped and the page is still live, anything else means nothing was written and the caller goes on with
+    /// <see cref="PutUnlessLast"/> from that value.
     /// </summary>
     /// <remarks>
-    /// Invariant: exactly one put sees the count reach 0, and that put owns the page from then on. The decrement is an
-    /// <see cref="Interlocked.Decrement(ref int)"/>: fully ordered, so every store the other holders made before their
-    /// puts is visible to the thread that frees the page (the kernel's <c>atomic_dec_and_test</c>). A put at zero is
-    /// detected on the value the decrement returns and undone at once (<c>VM_BUG_ON_PAGE(page_ref_count(page) == 0)</c>);
-    /// meanwhile the count reads -1, which every get refuses, so nobody can act on it.
+    /// Invariant: a put never writes a count of 1 or less from here (those go through the flag check of the last put,
+    /// then <see cref="TryPutLast"/>), so a put at zero can never make the counter pass through a value that a
+    /// concurrent <see cref="SetAllocated"/> or <see cref="Unfreeze"/> would build on. Guessing 2 (a page held once plus
+    /// one speculative or transient reference, the get+put pattern) costs exactly what the locked decrement it replaces
+    /// cost: one locked instruction, no load before it. A successful CAS is a full fence, as
+    /// <c>atomic_dec_and_test</c> is: every store the putter made before it is visible to whoever frees the page.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static RefPut PutTestZero(ref PageDescriptor d)
+    public static int TryPutFromTwo(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 1, 2);
+
+    /// <summary>
+    /// Drops one reference if it is not the last: CAS v -> v - 1 while v &gt;= 2, going on from whatever value won a lost
+    /// race. <see cref="RefPut.Live"/> when it dropped one; <see cref="RefPut.Last"/> when it found exactly 1 (nothing
+    /// written: the caller decides whether it may take the last reference, then calls <see cref="TryPutLast"/>);
+    /// <see cref="RefPut.Underflow"/> when it found 0 or less (nothing written: a put at zero is refused, not undone).
+    /// </summary>
+    /// <remarks>
+    /// Invariant: the count never goes below 0 and a refused put leaves it exactly as it was. The kernel's
+    /// <c>put_page_testzero</c> decrements and then checks; doing so here would let a put at zero on a free or frozen page
+    /// write -1, and a correct <see cref="SetAllocated"/> or <see cref="Unfreeze"/> landing before the undo would end one
+    /// too high (the legacy form, <c>PageCore.Legacy.LegacyPutAtZero</c>). Each CAS is a full fence on success; a failed
+    /// CAS wrote nothing.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static RefPut PutUnlessLast(ref PageDescriptor d, int v)
     {
-        int now = Interlocked.Decrement(ref d.RefCount);
-        if (now > 0)
+        while (true)
         {
-            return RefPut.Live;
+            if (v <= 1)
+            {
+                return v == 1 ? RefPut.Last : RefPut.Underflow;
+            }
+
+            int seen = Interlocked.CompareExchange(ref d.RefCount, v - 1, v);
+            if (seen == v)
+            {
+                return RefPut.Live;
+            }
+
+            v = seen;
+        }
+    }
+
+    /// <summary>
+    /// <c>put_page_testzero</c> for a holder that may take the last reference without further checks (the allocator's
+    /// own puts on blocks whose state it knows): drop one reference and say whether it was the last. Never writes when
+    /// the count is already 0 or below.
+    /// </summary>
+    /// <param name="d">The descriptor.</param>
+    /// <param name="guess">The count the caller expects to find, at least 1: 1 when it usually holds the only reference.</param>
+    /// <remarks>
+    /// Invariant: exactly one put sees the count reach 0, and that put owns the page from then on; a put that finds 0 or
+    /// less is refused without a write (<see cref="PutUnlessLast"/>). The first CAS on the guessed value costs what a
+    /// locked decrement costs; every successful CAS is a full fence.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static RefPut PutTestZero(ref PageDescriptor d, int guess)
+    {
+        int v = Interlocked.CompareExchange(ref d.RefCount, guess - 1, guess);
+        if (v == guess)
+        {
+            return guess == 1 ? RefPut.Zero : RefPut.Live;
         }
 
-        return now == 0 ? RefPut.Zero : UndoUnderflow(ref d);
+        return PutTestZeroFrom(ref d, v);
+    }
+
+    /// <summary>The rest of <see cref="PutTestZero"/> after a wrong guess: the same CAS loop, down to and including 1 -> 0.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static RefPut PutTestZeroFrom(ref PageDescriptor d, int v)
+    {
+        while (true)
+        {
+            RefPut r = PutUnlessLast(ref d, v);
+            if (r != RefPut.Last)
+            {
+                return r;
+            }
+
+            if (TryPutLast(ref d))
+            {
+                return RefPut.Zero;
+            }
+
+            v = Count(ref d);
+        }
     }
 
     /// <summary>
@@ -222,14 +298,6 @@ internal static class PageRef
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryPutLast(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 0, 1) == 1;
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static RefPut UndoUnderflow(ref PageDescriptor d)
-    {
-        // A put at zero (or two puts racing on the last reference): give back the one that went below zero.
-        Interlocked.Increment(ref d.RefCount);
-        return RefPut.Underflow;
-    }
 
     /// <summary>
     /// <c>page_ref_freeze</c>: if the count is exactly <paramref name="expected"/>, make it 0.

@@ -131,15 +131,47 @@ public sealed unsafe partial class AddressSpace : IPteFragments
     public void FreeFragment(PtFragment fragment)
     {
         ref PageDescriptor d = ref _arena.DescriptorOf(fragment.Page);
-        int now = Interlocked.Decrement(ref d.PtFragCount);
-        if (now == 0)
+        int left = DropFragment(ref d);
+        if (left == 0)
         {
             Destroy(fragment.Page);
         }
-        else if (now < 0)
+        else if (left < 0)
         {
-            Interlocked.Increment(ref d.PtFragCount);
-            throw new PageBugException(fragment.Page, "pte_fragment_free", "the page's fragment count is already 0 (a double free)", _arena.DumpPage(fragment.Page));
+            throw new PageBugException(fragment.Page, "pte_fragment_free", "the page's fragment count is already 0 (a double free); nothing changed", _arena.DumpPage(fragment.Page));
+        }
+    }
+
+    /// <summary>
+    /// Fragment-count transition: one live fragment fewer. Returns the count left, or -1 when the count was already 0
+    /// (a double free), in which case nothing was written.
+    /// </summary>
+    /// <remarks>
+    /// Invariant (F3): the count never goes below 0, so a double free can never be "undone" over another thread's write.
+    /// A decrement then an undo would let the count read -1 for an instant, and the plain store of
+    /// <see cref="FragmentsPerPage"/> that publishes a reused page-table page could land in between: the undo would then
+    /// leave the new page one fragment too many, and it would never be freed. A CAS on the value read refuses instead;
+    /// its first guess is the value just read, so an uncontended free costs one locked instruction as the decrement did.
+    /// Each successful CAS is a full fence: the freeing thread that takes the count to 0 sees every fragment holder's
+    /// stores.
+    /// </remarks>
+    private static int DropFragment(ref PageDescriptor d)
+    {
+        int v = Volatile.Read(ref d.PtFragCount);
+        while (true)
+        {
+            if (v <= 0)
+            {
+                return -1;
+            }
+
+            int seen = Interlocked.CompareExchange(ref d.PtFragCount, v - 1, v);
+            if (seen == v)
+            {
+                return v - 1;
+            }
+
+            v = seen;
         }
     }
 
