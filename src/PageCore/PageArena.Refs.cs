@@ -17,6 +17,10 @@ public sealed unsafe partial class PageArena
     /// or past the overflow guard is refused too, leaving the counter as it was. Without checked mode the count is not
     /// read, which keeps a get within a few percent of a bare <see cref="Interlocked.Increment(ref int)"/>;
     /// <see cref="TryGetPageUnlessZero"/>, the get for callers that do not hold a reference, checks overflow always.</para>
+    /// <para>Misuse on a block that is being reused by other threads at the same moment (a get by a caller without a
+    /// reference, racing another thread's allocation and free of that block) can only be refused exactly in checked mode,
+    /// where the get is a CAS that refuses 0 and rechecks the flags after it; without checked mode the unconditional add
+    /// is what keeps <c>get_page</c> at the price of one locked instruction.</para>
     /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
     /// <exception cref="PageBugException">The page is free (in the shared allocator or in a per-CPU cache); in checked
@@ -36,10 +40,22 @@ public sealed unsafe partial class PageArena
         PageRef.Inc(ref d);
     }
 
+    /// <summary>
+    /// <c>get_page</c> with the checks of checked mode, and the refusal of a free page in every mode: the get is a CAS
+    /// that refuses 0 (<see cref="PageRef.IncChecked"/>), and like a speculative get it rechecks the flags after its add
+    /// and gives the reference back if the block was freed meanwhile. A caller that holds a reference never sees either;
+    /// one that does not (the misuse checked mode exists for) is refused without leaving a write behind.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void GetPageChecked(ref PageDescriptor d, uint head)
     {
         RefGet r = (d.Flags & (uint)PageFlags.AllocatedHead) == 0 ? RefGet.Dead : PageRef.IncChecked(ref d);
+        if (r == RefGet.Taken && !IsAllocatedAfterGet(ref d))
+        {
+            UndoSpeculativeGet(head);
+            r = RefGet.Dead;
+        }
+
         if (r != RefGet.Taken)
         {
             ThrowGetFailed(head, r, "get_page");
@@ -65,6 +81,17 @@ public sealed unsafe partial class PageArena
 
         ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
         RefGet r = (d.Flags & (uint)PageFlags.AllocatedHead) == 0 ? RefGet.Dead : PageRef.Add(ref d, count);
+        if (r == RefGet.Taken && !IsAllocatedAfterGet(ref d))
+        {
+            // Freed meanwhile (a caller without a reference): give the references back, keep the refusal exact.
+            for (int i = 0; i < count; i++)
+            {
+                PutFrom(head, PageRef.Count(ref d));
+            }
+
+            r = RefGet.Dead;
+        }
+
         if (r != RefGet.Taken)
         {
             ThrowGetFailed(head, r, "page_ref_add");

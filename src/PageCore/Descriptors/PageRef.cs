@@ -91,21 +91,15 @@ internal static class PageRef
     /// refuses, without writing, a count of 0 (a free or frozen page) or one at the overflow guard.
     /// </summary>
     /// <remarks>
-    /// Invariant: the count stays within 1..<see cref="MaxCount"/>. The check reads before the add, as the kernel's does,
-    /// so a refused get leaves the counter exactly as it was; because the caller holds a reference the count cannot fall
-    /// to 0 between the check and the add. The add is a full fence (<see cref="Interlocked.Increment(ref int)"/>).
+    /// Invariant: the count stays within 1..<see cref="MaxCount"/>, and a refused get leaves the counter exactly as it
+    /// was. A CAS on the value read, not a check then an add: a caller that holds a reference could not see the count
+    /// fall to 0 between the two, but checked mode is there for callers that are wrong, and a misused get whose page was
+    /// freed meanwhile must not revive it (0 -> 1). Full fence on success.
     /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RefGet IncChecked(ref PageDescriptor d)
     {
-        int v = Volatile.Read(ref d.RefCount);
-        if ((uint)(v - 1) >= (uint)(MaxCount - 1))
-        {
-            return v <= 0 ? RefGet.Dead : RefGet.Overflow;
-        }
-
-        Interlocked.Increment(ref d.RefCount);
-        return RefGet.Taken;
+        int retries = 0;
+        return TryGetUnlessZeroFrom(ref d, Volatile.Read(ref d.RefCount), ref retries);
     }
 
     /// <summary>
