@@ -102,6 +102,23 @@ public unsafe class NativeBenchmarks
         }
     }
 
+    /// <summary>
+    /// C#: the same pair in the 0.x form kept in <c>Legacy/</c> (no flag recheck after the speculative add; a put that
+    /// decrements and undoes at zero), so that the freed-page contract's cost is measured against it in one run.
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = Ops, Description = "C#: 0.x get+put (no flag recheck, decrement put)")]
+    [BenchmarkCategory("get+put")]
+    public void GetPutLegacy()
+    {
+        PageArena arena = _arena;
+        Pfn p = _page;
+        for (int i = 0; i < Ops; i++)
+        {
+            Legacy.LegacyCachedGets.TryGetPageUnlessZero(arena, p);
+            Legacy.LegacyPutAtZero.PutPage(arena, p);
+        }
+    }
+
     /// <summary>C: the thread-local magazine's pop + push.</summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "C: per-thread cache alloc + free")]
     [BenchmarkCategory("cache")]
