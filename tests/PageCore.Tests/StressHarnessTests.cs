@@ -17,11 +17,12 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
 
     /// <summary>
     /// The most a legacy form may run before it counts as not caught. A legacy form runs until its first violation, so a
-    /// sound one costs its time to detection (tens to hundreds of milliseconds on 2 cores, see the race lab's table), and
-    /// this bound only limits how long a form that is no longer caught takes to fail the test. It is well above the race
-    /// lab's 5 s bar so that a loaded machine (two CPU hogs, other test collections) does not fail a sound form.
+    /// sound one costs its time to detection (milliseconds to a few seconds on 2 cores, see the race lab's table), and this
+    /// bound only limits how long a form that is no longer caught takes to fail the test. It is well above the race lab's
+    /// 5 s bar so that a loaded machine (two CPU hogs, other test collections) does not fail a sound form: hash-batch's
+    /// legacy form has taken 8.4 s with two CPU hogs beside it.
     /// </summary>
-    private static readonly TimeSpan LegacyBudget = TimeSpan.FromSeconds(20);
+    private static readonly TimeSpan LegacyBudget = TimeSpan.FromSeconds(30);
 
     public static TheoryData<string> ScenarioNames => new(ScenarioCatalog.All.Select(s => s.Name));
 
