@@ -152,8 +152,9 @@ public sealed class StressContext
 
     /// <summary>
     /// Starts the clock: the deadline becomes now + <see cref="Duration"/> (now, when the run was already stopped by a
-    /// violation found during set-up or at the same moment) and <see cref="Elapsed"/> counts from now. Called by <see cref="Harness.Run"/>
-    /// once, by the last thread to check in, before it opens the start gate.
+    /// violation found during set-up or at the same moment) and <see cref="Elapsed"/> counts from now. Called by
+    /// <see cref="Harness.Run"/>, by the last thread to check in, before it opens the start gate (a scenario that runs
+    /// its threads in two phases gets the whole duration in each).
     /// </summary>
     public void Start()
     {
@@ -161,9 +162,10 @@ public sealed class StressContext
         Volatile.Write(ref _startTimestamp, Stopwatch.GetTimestamp());
         Volatile.Write(ref _deadlineTicks, (now + Duration).Ticks);
 
-        // A StopNow racing with this start must not be undone by the store above. Both sides store, fence, then look at
-        // the other's flag (Interlocked = full fence): either this load sees the stop, or the stop's deadline store is
-        // ordered after the one above and wins.
+        // A StopNow racing with this start must not be undone by the store above. Here: deadline store, full fence
+        // (Interlocked), load of the stop flag. StopNow: flag set with a full fence, then its deadline store. Either this
+        // load sees the flag and stores "now" itself, or the flag was set after this fence, so StopNow's deadline store
+        // comes after the one above and wins.
         Interlocked.Exchange(ref _started, 1);
         if (Volatile.Read(ref _stopped) != 0)
         {
