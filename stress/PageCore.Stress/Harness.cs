@@ -8,20 +8,27 @@ public static class Harness
     /// <summary>
     /// Runs <paramref name="workers"/> until they return (they watch <see cref="StressContext.Deadline"/>), with
     /// <paramref name="background"/> threads (walkers) running until the workers are done. Shows a live view on a
-    /// terminal, one plain line per second otherwise.
+    /// terminal, one plain line per second otherwise. Returns the time from the start to the last worker's return.
     /// </summary>
+    /// <remarks>
+    /// The clock starts when every thread, workers and background threads alike, is running and has its recorder: each
+    /// checks in at a <see cref="StartGate"/>, and the last one sets the deadline (<see cref="StressContext.Start"/>)
+    /// before any of them runs its body. A scenario that builds its arena and threads slowly still runs its whole
+    /// duration with every thread at work; scenarios need nothing of their own for this.
+    /// </remarks>
     public static TimeSpan Run(
         StressContext ctx,
         IReadOnlyList<(string Name, Action<Recorder> Body)> workers,
         IReadOnlyList<(string Name, Action<Recorder, CancellationToken> Body)> background)
     {
         using var stop = new CancellationTokenSource();
+        using var gate = new StartGate(workers.Count + background.Count, ctx.Start);
         var threads = new List<Thread>();
         for (int i = 0; i < workers.Count; i++)
         {
             (string name, Action<Recorder> body) = workers[i];
             int index = i;
-            threads.Add(new Thread(() => Guard(ctx, name, () => body(ctx.Enlist(name, index)))) { Name = name, IsBackground = true });
+            threads.Add(new Thread(() => Guard(ctx, name, () => body(CheckIn(ctx, gate, name, index, background: false)))) { Name = name, IsBackground = true });
         }
 
         var helpers = new List<Thread>();
@@ -29,10 +36,11 @@ public static class Harness
         {
             (string name, Action<Recorder, CancellationToken> body) = background[i];
             int index = workers.Count + i;
-            helpers.Add(new Thread(() => Guard(ctx, name, () => body(ctx.Enlist(name, index, background: true), stop.Token))) { Name = name, IsBackground = true });
+            helpers.Add(new Thread(() => Guard(ctx, name, () => body(CheckIn(ctx, gate, name, index, background: true), stop.Token))) { Name = name, IsBackground = true });
         }
 
         foreach (Thread t in threads.Concat(helpers)) t.Start();
+        gate.Wait();
         if (ctx.Live)
         {
             ShowLive(ctx, threads);
@@ -43,7 +51,7 @@ public static class Harness
         }
 
         foreach (Thread t in threads) t.Join();
-        TimeSpan elapsed = ctx.Clock.Elapsed;
+        TimeSpan elapsed = ctx.Elapsed;
         stop.Cancel();
         foreach (Thread t in helpers) t.Join();
         foreach (string notice in ctx.Notices) ctx.Log.WriteLine($"note: {notice}");
@@ -86,6 +94,23 @@ public static class Harness
         return new StressResult(scenario, ctx.Legacy, elapsed, ctx.ViolationCount, ctx.FirstViolationAt, stats, final, Monitor.LockContentionCount - ctx.LockContentionAtStart);
     }
 
+    /// <summary>
+    /// A thread's start: the test hook, its recorder (pinning it first), then the start gate. The check-in happens even
+    /// when the hook or the enlisting throws, so that the other threads are not held at the gate for ever.
+    /// </summary>
+    private static Recorder CheckIn(StressContext ctx, StartGate gate, string name, int index, bool background)
+    {
+        try
+        {
+            ctx.BeforeCheckIn?.Invoke(name, index);
+            return ctx.Enlist(name, index, background);
+        }
+        finally
+        {
+            gate.CheckInAndWait();
+        }
+    }
+
     private static void Guard(StressContext ctx, string name, Action body)
     {
         try
@@ -116,12 +141,12 @@ public static class Harness
     private static void ShowPlain(StressContext ctx, List<Thread> threads)
     {
         long[] previous = Totals(ctx);
-        TimeSpan last = ctx.Clock.Elapsed;
+        TimeSpan last = ctx.Elapsed;
         while (threads.Any(t => t.IsAlive))
         {
             // FirstOrDefault: the last worker may end between the Any above and this look-up.
             threads.FirstOrDefault(t => t.IsAlive)?.Join(TimeSpan.FromSeconds(1));
-            TimeSpan now = ctx.Clock.Elapsed;
+            TimeSpan now = ctx.Elapsed;
             if (now - last < TimeSpan.FromSeconds(0.9))
             {
                 continue; // a line covers about a second; the tail after the last full second shows in the summary
@@ -144,11 +169,11 @@ public static class Harness
         AnsiConsole.Live(table).Start(live =>
         {
             long[] previous = Totals(ctx);
-            TimeSpan last = ctx.Clock.Elapsed;
+            TimeSpan last = ctx.Elapsed;
             while (threads.Any(t => t.IsAlive))
             {
                 threads.FirstOrDefault(t => t.IsAlive)?.Join(TimeSpan.FromMilliseconds(500)); // see ShowPlain
-                TimeSpan now = ctx.Clock.Elapsed;
+                TimeSpan now = ctx.Elapsed;
                 long[] current = Totals(ctx);
                 double seconds = Math.Max(1e-3, (now - last).TotalSeconds);
                 for (int i = 0; i < current.Length; i++)

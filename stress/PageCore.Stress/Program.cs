@@ -6,7 +6,8 @@ namespace PageCore.Stress;
 
 /// <summary>
 /// <c>pagecore-stress</c>: runs PageCore's stress scenarios on real threads. Exit codes: 0 pass, 1 invariant violated,
-/// 2 inconclusive (a legacy form that was not caught in time), 64 bad arguments.
+/// 2 inconclusive (a legacy form that was not caught in time, or a fixed form's run in which some thread did fewer
+/// operations than the minimum), 64 bad arguments.
 /// </summary>
 public static class Program
 {
@@ -16,7 +17,7 @@ public static class Program
     /// <summary>Exit code: an invariant was violated.</summary>
     public const int Violated = 1;
 
-    /// <summary>Exit code: a legacy form was not caught in time; never a pass.</summary>
+    /// <summary>Exit code: nothing was shown (a legacy form not caught in time, or a thread that did too little); never a pass.</summary>
     public const int Inconclusive = 2;
 
     /// <summary>Exit code: bad arguments.</summary>
@@ -35,15 +36,18 @@ public static class Program
         var pages = new Option<long>("--arena-pages") { Description = "Pages in the arena (a multiple of 1024; default 65536 = 256 MiB).", DefaultValueFactory = _ => 65536 };
         var dumpOnBug = new Option<string?>("--dump-on-bug") { Description = "At the first bug report (PageBugException), write a process dump into this directory and print its path." };
         var pid = new Option<int>("--pid") { Description = "The process to attach to (see 'ps').", Required = true };
-        var perScenario = new Option<string>("--duration-per-scenario") { Description = "How long each form runs (default 10s).", DefaultValueFactory = _ => "10s" };
+        var minOps = new Option<long?>("--min-ops")
+        {
+            Description = $"Operations every thread (workers and walkers) must record for a fixed form's run to count; fewer ends INCONCLUSIVE (exit 2), never PASS (default: the scenario's minimum, {Verdict.DefaultMinimumOperations} unless it states another). The clock starts when every thread has started.",
+        };
 
         var list = new Command("list", "List every scenario, its kernel counterpart, the rule it exercises, and whether it has a legacy form.");
         list.SetAction(_ => List());
 
-        var run = new Command("run", "Run one scenario.") { scenarioArg, legacy, threads, duration, seed, pin, json, pages, dumpOnBug };
+        var run = new Command("run", "Run one scenario. The duration counts from the moment every thread has started.") { scenarioArg, legacy, threads, duration, seed, pin, json, pages, dumpOnBug, minOps };
         run.SetAction(pr => Run(
             pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(threads), pr.GetValue(duration)!,
-            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug)));
+            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug), pr.GetValue(minOps)));
 
         var ps = new Command("ps", "List the .NET processes that can be monitored.");
         ps.SetAction(_ => Ps());
@@ -55,11 +59,7 @@ public static class Program
         };
         monitor.SetAction(pr => MonitorCommand(pr.GetValue(pid), pr.GetValue(watchFor)!));
 
-        var raceLab = new Command("race-lab", "For every scenario with a legacy form: the legacy form must be caught, the fixed form must hold.")
-        {
-            perScenario, threads, seed, pin, pages,
-        };
-        raceLab.SetAction(pr => RaceLab(pr.GetValue(perScenario)!, pr.GetValue(threads), pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(pages)));
+        Command raceLab = RaceLab.Command(threads, seed, pin, pages, minOps);
 
         var root = new RootCommand("pagecore-stress: PageCore's stress scenarios on real threads, with invariants checked while they run.") { list, run, raceLab, ps, monitor };
         ParseResult parsed = root.Parse(args);
@@ -136,7 +136,7 @@ public static class Program
                 // a corrupted arena; its memory is released anyway by the forced dispose's own path or at exit
             }
 
-            return new StressResult(scenario.Name, ctx.Legacy, ctx.Clock.Elapsed, ctx.ViolationCount, ctx.FirstViolationAt,
+            return new StressResult(scenario.Name, ctx.Legacy, ctx.Elapsed, ctx.ViolationCount, ctx.FirstViolationAt,
                 new ArenaStatistics(new long[Enum.GetValues<ArenaCounter>().Length], 0), final, 0);
         }
     }
@@ -153,7 +153,8 @@ public static class Program
         return Pass;
     }
 
-    private static string? Validate(int threads, string durationText, long pages, out TimeSpan duration)
+    /// <summary>Checks the options shared by run and race-lab; returns the problem, or null.</summary>
+    internal static string? Validate(int threads, string durationText, long pages, out TimeSpan duration)
     {
         duration = default;
         if (threads is < 1 or > 1024)
@@ -203,7 +204,7 @@ public static class Program
         return Pass;
     }
 
-    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug = null)
+    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug, long? minOps)
     {
         IScenario? scenario = ScenarioCatalog.Find(name);
         if (scenario is null)
@@ -221,6 +222,12 @@ public static class Program
             return Bad(problem);
         }
 
+        if (minOps is < 0)
+        {
+            return Bad($"--min-ops must be 0 or more (got {minOps}).");
+        }
+
+        long minimum = minOps ?? scenario.MinimumOperationsPerThread;
         if (dumpOnBug is not null)
         {
             ProcessMonitor.DumpOnFirstBug(dumpOnBug, Console.Out);
@@ -232,80 +239,27 @@ public static class Program
         bool live = !Console.IsOutputRedirected && !Console.IsErrorRedirected && Environment.GetEnvironmentVariable("CI") is null;
         var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, pin, Console.Out, live);
         StressResult result = RunForm(scenario, ctx);
-        Report.Print(Console.Out, ctx, result);
+        Report.Print(Console.Out, ctx, result, minimum);
         if (jsonPath is not null)
         {
-            Report.WriteJson(jsonPath, ctx, result);
+            Report.WriteJson(jsonPath, ctx, result, minimum);
             Console.WriteLine($"  JSON: {jsonPath}");
         }
 
-        if (legacy)
+        Outcome outcome = Verdict.Judge(ctx, result, minimum);
+        Console.WriteLine(outcome switch
         {
-            bool caught = result.Violations > 0;
-            Console.WriteLine(caught
-                ? $"CAUGHT: the legacy form violated its invariants ({result.Violations} violations, first after {result.FirstViolationAt?.TotalMilliseconds:F0} ms)"
-                : "INCONCLUSIVE: the legacy form was not caught in time (not a pass); run longer or with more threads");
-            return caught ? Violated : Inconclusive;
-        }
-
-        bool pass = result.Violations == 0;
-        Console.WriteLine(pass ? "PASS: every invariant held" : $"FAIL: {result.Violations} invariant violations (replay with --seed {actualSeed})");
-        return pass ? Pass : Violated;
-    }
-
-    private static int RaceLab(string perScenarioText, int threads, int? seed, bool pin, long pages)
-    {
-        if (Validate(threads, perScenarioText, pages, out TimeSpan duration) is { } problem)
-        {
-            return Bad(problem);
-        }
-
-        int actualSeed = seed ?? Random.Shared.Next();
-        IScenario[] withLegacy = ScenarioCatalog.All.Where(s => s.HasLegacyForm).ToArray();
-        Console.WriteLine($"pagecore-stress race-lab --duration-per-scenario {perScenarioText} --threads {threads} --seed {actualSeed} --arena-pages {pages}");
-        Console.WriteLine($"machine: {Report.Machine()}");
-        var rows = new List<string>();
-        int exit = Pass;
-        foreach (IScenario s in withLegacy)
-        {
-            var legacyCtx = new StressContext(threads, duration, actualSeed, pages, legacy: true, pin, TextWriter.Null);
-            StressResult legacyResult = RunForm(s, legacyCtx);
-            var fixedCtx = new StressContext(threads, duration, actualSeed, pages, legacy: false, pin, TextWriter.Null);
-            StressResult fixedResult = RunForm(s, fixedCtx);
-            bool caught = legacyResult.Violations > 0;
-            bool held = fixedResult.Violations == 0;
-            long fixedOps = fixedCtx.Recorders.Sum(r => r.Total);
-            rows.Add($"| {s.Name} | {s.Rule} | {(caught ? "yes" : "NO")} | {(caught ? $"{legacyResult.FirstViolationAt?.TotalMilliseconds:F0} ms" : "-")} | {legacyResult.Violations:N0} | {(held ? "yes" : "NO")} | {fixedOps:N0} | {fixedResult.Violations:N0} |");
-            if (!held)
-            {
-                exit = Violated;
-                foreach (string v in fixedCtx.Violations.Take(5)) Console.WriteLine($"  fixed form of {s.Name}: {v}");
-            }
-            else if (!caught && exit == Pass)
-            {
-                exit = Inconclusive;
-            }
-        }
-
-        Console.WriteLine();
-        Console.WriteLine("| scenario | rule | legacy caught | time to first violation | legacy violations | fixed held | fixed ops | fixed violations |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|");
-        foreach (string row in rows) Console.WriteLine(row);
-        if (withLegacy.Length == 0)
-        {
-            Console.WriteLine("no scenario has a legacy form yet");
-        }
-
-        Console.WriteLine(exit switch
-        {
-            Pass => "PASS: every legacy form was caught and every fixed form held",
-            Violated => "FAIL: a fixed form violated its invariants",
-            _ => "INCONCLUSIVE: a legacy form was not caught in time (not a pass)",
+            Outcome.Caught => $"CAUGHT: the legacy form violated its invariants ({result.Violations} violations, first after {result.FirstViolationAt?.TotalMilliseconds:F0} ms)",
+            Outcome.Inconclusive when legacy => "INCONCLUSIVE: the legacy form was not caught in time (not a pass); run longer or with more threads",
+            Outcome.Inconclusive => $"INCONCLUSIVE: {Verdict.IdleReason(ctx, minimum)}; the run showed nothing (not a pass)",
+            Outcome.Pass => "PASS: every invariant held",
+            _ => $"FAIL: {result.Violations} invariant violations (replay with --seed {actualSeed})",
         });
-        return exit;
+        return Verdict.ExitCode(outcome);
     }
 
-    private static int Bad(string message)
+    /// <summary>Prints a bad-arguments message and returns <see cref="BadArguments"/>.</summary>
+    internal static int Bad(string message)
     {
         Console.Error.WriteLine($"pagecore-stress: {message}");
         return BadArguments;

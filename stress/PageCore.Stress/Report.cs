@@ -35,8 +35,11 @@ public static class Report
     public static string Machine() =>
         $"{ProcessorName()}, {Environment.ProcessorCount} processors, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}";
 
-    /// <summary>Prints the per-operation table, fairness, counters and violations.</summary>
-    public static void Print(TextWriter w, StressContext ctx, StressResult result)
+    /// <summary>
+    /// Prints the per-operation table, the operations of every thread (those below <paramref name="minimum"/> marked),
+    /// fairness, counters and violations.
+    /// </summary>
+    public static void Print(TextWriter w, StressContext ctx, StressResult result, long minimum = Verdict.DefaultMinimumOperations)
     {
         IReadOnlyList<Recorder> recorders = ctx.Recorders;
         double seconds = Math.Max(1e-9, result.Elapsed.TotalSeconds);
@@ -57,7 +60,9 @@ public static class Report
         }
 
         w.WriteLine($"  latencies: one operation in {Recorder.SampleEvery} timed; lock waits: {(lockedOps == 0 ? "no measured operation takes a lock" : $"{result.LockWaits:N0} contentions over the operations that take one")}");
-        w.WriteLine("  per thread (fairness): " + string.Join(", ", recorders.Select(r => $"{r.Name} {r.Total:N0}")));
+        // A fixed form's run counts only when every thread did the minimum (Verdict); a legacy form's is judged by its catch.
+        string need = result.Legacy ? "" : $" (at least {minimum:N0} each for the run to count)";
+        w.WriteLine($"  operations per thread{need}: " + string.Join(", ", recorders.Select(r => $"{r.Name} {r.Total:N0}{(!result.Legacy && r.Total < minimum ? " (BELOW MINIMUM)" : "")}")));
         long[] totals = recorders.Where(r => !r.Background).Select(r => r.Total).ToArray();
         if (totals.Length > 1 && totals.Max() > 0)
         {
@@ -71,8 +76,11 @@ public static class Report
         w.WriteLine("    " + result.FinalReport.Replace(Environment.NewLine, Environment.NewLine + "    ").TrimEnd());
     }
 
-    /// <summary>Writes the figures as JSON, with the machine, the options and the seed.</summary>
-    public static void WriteJson(string path, StressContext ctx, StressResult result)
+    /// <summary>
+    /// Writes the figures as JSON, with the machine, the options, the seed, the operations of every thread, the minimum
+    /// each needed and the outcome.
+    /// </summary>
+    public static void WriteJson(string path, StressContext ctx, StressResult result, long minimum = Verdict.DefaultMinimumOperations)
     {
         using FileStream file = File.Create(path);
         using var w = new Utf8JsonWriter(file, new JsonWriterOptions { Indented = true });
@@ -94,7 +102,9 @@ public static class Report
         w.WriteNumber("seed", ctx.Seed);
         w.WriteNumber("arenaPages", ctx.ArenaPages);
         w.WriteBoolean("pin", ctx.Pin);
+        w.WriteNumber("minimumOpsPerThread", minimum);
         w.WriteEndObject();
+        w.WriteString("outcome", Verdict.Judge(ctx, result, minimum).ToString());
         w.WriteNumber("elapsedSeconds", seconds);
         w.WriteStartArray("operations");
         for (int i = 0; i < ctx.Operations.Count; i++)
@@ -122,6 +132,9 @@ public static class Report
         w.WriteStartObject("perThread");
         foreach (Recorder r in recorders) w.WriteNumber(r.Name, r.Total);
         w.WriteEndObject();
+        w.WriteStartArray("threadsBelowMinimum");
+        foreach (Recorder r in Verdict.BelowMinimum(ctx, minimum)) w.WriteStringValue(r.Name);
+        w.WriteEndArray();
         w.WriteStartObject("arenaCounters");
         foreach ((string name, long value) in result.Statistics.ToDictionary()) w.WriteNumber(name, value);
         w.WriteEndObject();

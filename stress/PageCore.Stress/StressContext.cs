@@ -28,6 +28,14 @@ public sealed class StressContext
     private long _violationCount;
     private long _firstViolationTicks = -1;
 
+    // The run's clock and deadline, both reset by Start when every thread of the run has checked in. Each is one 8-byte
+    // field written with Volatile.Write and read with Volatile.Read: a reader sees the value of creation or the one
+    // Start stored, never a torn mix, and the start gate's release orders Start's stores before any worker's first read.
+    private long _startTimestamp;
+    private long _deadlineTicks;
+    private int _started;
+    private int _stopped;
+
     /// <summary>Creates a context.</summary>
     public StressContext(int threads, TimeSpan duration, int seed, long arenaPages, bool legacy, bool pin, TextWriter log, bool live = false)
     {
@@ -40,7 +48,8 @@ public sealed class StressContext
         Log = log;
         Live = live;
         Clock = Stopwatch.StartNew();
-        Deadline = DateTime.UtcNow + duration;
+        _startTimestamp = Stopwatch.GetTimestamp();
+        _deadlineTicks = (DateTime.UtcNow + duration).Ticks;
     }
 
     /// <summary>Worker threads.</summary>
@@ -73,11 +82,36 @@ public sealed class StressContext
     /// <summary><see cref="Monitor.LockContentionCount"/> when the context was created (lock waits are the difference).</summary>
     public long LockContentionAtStart { get; } = Monitor.LockContentionCount;
 
-    /// <summary>Time since the run started.</summary>
+    /// <summary>
+    /// Stops the run at its first violation: the deadline is pulled in to that moment, so a legacy form runs until it is
+    /// caught (at most <see cref="Duration"/>), and <see cref="FirstViolationAt"/> is its time to detection.
+    /// </summary>
+    public bool StopAtFirstViolation { get; init; }
+
+    /// <summary>
+    /// Called by every thread of <see cref="Harness.Run"/> with its name and index before it checks in at the start gate
+    /// (tests only: a thread that is slow to start, as under emulation).
+    /// </summary>
+    public Action<string, int>? BeforeCheckIn { get; init; }
+
+    /// <summary>Time since the context was created (set-up included); see <see cref="Elapsed"/> for the run's own clock.</summary>
     public Stopwatch Clock { get; }
 
-    /// <summary>When workers stop.</summary>
-    public DateTime Deadline { get; }
+    /// <summary>
+    /// Time since every thread of the run checked in at the start gate (<see cref="Start"/>); before that, time since
+    /// the context was created.
+    /// </summary>
+    public TimeSpan Elapsed => Stopwatch.GetElapsedTime(Volatile.Read(ref _startTimestamp));
+
+    /// <summary>
+    /// When workers stop: <see cref="Duration"/> after the last thread checked in at the start gate (before that,
+    /// <see cref="Duration"/> after the context was created); pulled in to the first violation under
+    /// <see cref="StopAtFirstViolation"/>.
+    /// </summary>
+    public DateTime Deadline => new(Volatile.Read(ref _deadlineTicks), DateTimeKind.Utc);
+
+    /// <summary>Whether every thread of the run checked in and the clock started.</summary>
+    public bool Started => Volatile.Read(ref _started) != 0;
 
     /// <summary>The arena under test, once the scenario built it.</summary>
     public PageArena? Arena { get; set; }
@@ -116,6 +150,36 @@ public sealed class StressContext
     /// <summary>The first violations reported (at most 20 kept).</summary>
     public IReadOnlyCollection<string> Violations => _violations;
 
+    /// <summary>
+    /// Starts the clock: the deadline becomes now + <see cref="Duration"/> (now, when the run was already stopped by a
+    /// violation found during set-up or at the same moment) and <see cref="Elapsed"/> counts from now. Called by
+    /// <see cref="Harness.Run"/>, by the last thread to check in, before it opens the start gate (a scenario that runs
+    /// its threads in two phases gets the whole duration in each).
+    /// </summary>
+    public void Start()
+    {
+        DateTime now = DateTime.UtcNow;
+        Volatile.Write(ref _startTimestamp, Stopwatch.GetTimestamp());
+        Volatile.Write(ref _deadlineTicks, (now + Duration).Ticks);
+
+        // A StopNow racing with this start must not be undone by the store above. Here: deadline store, full fence
+        // (Interlocked), load of the stop flag. StopNow: flag set with a full fence, then its deadline store. Either this
+        // load sees the flag and stores "now" itself, or the flag was set after this fence, so StopNow's deadline store
+        // comes after the one above and wins.
+        Interlocked.Exchange(ref _started, 1);
+        if (Volatile.Read(ref _stopped) != 0)
+        {
+            Volatile.Write(ref _deadlineTicks, now.Ticks);
+        }
+    }
+
+    /// <summary>Ends the run now: the deadline becomes the present moment (workers finish their current step).</summary>
+    public void StopNow()
+    {
+        Interlocked.Exchange(ref _stopped, 1);
+        Volatile.Write(ref _deadlineTicks, DateTime.UtcNow.Ticks);
+    }
+
     /// <summary>Declares the scenario's operation types (before any recorder is created).</summary>
     public void DeclareOperations(params OpKind[] operations) => Operations = operations;
 
@@ -143,7 +207,11 @@ public sealed class StressContext
     /// <summary>Reports an invariant violation (thread-safe): what, on which page with its descriptor, and the seed.</summary>
     public void Violation(string what, Pfn? pfn = null)
     {
-        Interlocked.CompareExchange(ref _firstViolationTicks, Clock.Elapsed.Ticks, -1);
+        if (Interlocked.CompareExchange(ref _firstViolationTicks, Math.Max(0, Elapsed.Ticks), -1) == -1 && StopAtFirstViolation)
+        {
+            StopNow();
+        }
+
         Interlocked.Increment(ref _violationCount);
         if (_violations.Count < 20)
         {
@@ -171,9 +239,9 @@ public sealed class StressContext
 /// <summary>What one run measured and found.</summary>
 /// <param name="Scenario">The scenario's name.</param>
 /// <param name="Legacy">Whether the legacy form ran.</param>
-/// <param name="Elapsed">Wall time of the workload.</param>
+/// <param name="Elapsed">Wall time of the workload, from the moment every thread had started.</param>
 /// <param name="Violations">Invariant violations found.</param>
-/// <param name="FirstViolationAt">When the first one was found.</param>
+/// <param name="FirstViolationAt">When the first one was found, from the moment every thread had started (the time to detection).</param>
 /// <param name="Statistics">The arena's contention counters at the end.</param>
 /// <param name="FinalReport">The arena's <c>Verify</c> at the end, as text.</param>
 /// <param name="LockWaits">Lock contentions in the process during the run (<see cref="Monitor.LockContentionCount"/>).</param>

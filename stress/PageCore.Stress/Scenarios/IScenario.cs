@@ -21,7 +21,17 @@ public interface IScenario
     /// <summary>One line saying what it does.</summary>
     string Description { get; }
 
-    /// <summary>Runs the scenario until <see cref="StressContext.Deadline"/> and returns what it measured and found.</summary>
+    /// <summary>
+    /// Operations each of its threads (workers and walkers) must record for a run of the fixed form to count; fewer,
+    /// and the run is inconclusive, never a pass. <see cref="Verdict.DefaultMinimumOperations"/> unless the scenario
+    /// states its own.
+    /// </summary>
+    long MinimumOperationsPerThread => Verdict.DefaultMinimumOperations;
+
+    /// <summary>
+    /// Runs the scenario until <see cref="StressContext.Deadline"/> and returns what it measured and found. Its threads
+    /// run through <see cref="Harness.Run"/>, which starts the clock once every one of them has started.
+    /// </summary>
     StressResult Run(StressContext context);
 }
 

@@ -1,0 +1,169 @@
+using System.CommandLine;
+using PageCore.Stress.Scenarios;
+
+namespace PageCore.Stress;
+
+/// <summary>
+/// <c>race-lab</c>: for every scenario of <see cref="ScenarioCatalog"/> with a legacy form, the legacy form runs until it
+/// is caught (at most <c>--max-legacy</c>, as many times as <c>--legacy-runs</c>) and the time to detection is reported
+/// as measured; the fixed form runs its whole duration and must hold with every thread at work.
+/// </summary>
+public static class RaceLab
+{
+    /// <summary>The longest a legacy form may take to be caught by default: the bar is 5 s on 2 cores.</summary>
+    public const string DefaultMaxLegacy = "5s";
+
+    /// <summary>The race-lab command, sharing the run command's options.</summary>
+    public static Command Command(Option<int> threads, Option<int?> seed, Option<bool> pin, Option<long> pages, Option<long?> minOps)
+    {
+        var perScenario = new Option<string>("--duration-per-scenario") { Description = "How long each fixed form runs (default 10s).", DefaultValueFactory = _ => "10s" };
+        var maxLegacy = new Option<string>("--max-legacy")
+        {
+            Description = $"Each legacy form runs until it is caught, at most this long (default {DefaultMaxLegacy}); not caught by then is INCONCLUSIVE (exit 2). The table gives the time to detection as measured.",
+            DefaultValueFactory = _ => DefaultMaxLegacy,
+        };
+        var legacyRuns = new Option<int>("--legacy-runs") { Description = "Runs of each legacy form, seeds seed, seed+1, ... (default 1); the table gives the median and the longest time to detection.", DefaultValueFactory = _ => 1 };
+        var only = new Option<string?>("--scenarios") { Description = "Comma-separated scenario names (default: every scenario with a legacy form)." };
+        var command = new Command("race-lab", "For every scenario with a legacy form: the legacy form must be caught (run until caught, at most --max-legacy), the fixed form must hold with every thread at work.")
+        {
+            perScenario, maxLegacy, legacyRuns, only, threads, seed, pin, pages, minOps,
+        };
+        command.SetAction(pr => Run(
+            pr.GetValue(perScenario)!, pr.GetValue(maxLegacy)!, pr.GetValue(legacyRuns), pr.GetValue(only),
+            pr.GetValue(threads), pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(pages), pr.GetValue(minOps), Console.Out));
+        return command;
+    }
+
+    /// <summary>Runs the lab and prints its table to <paramref name="w"/>; returns the exit code.</summary>
+    public static int Run(string perScenarioText, string maxLegacyText, int legacyRuns, string? only, int threads, int? seed, bool pin, long pages, long? minOps, TextWriter w)
+    {
+        if (Program.Validate(threads, perScenarioText, pages, out TimeSpan duration) is { } problem)
+        {
+            return Program.Bad(problem);
+        }
+
+        if (!Program.TryParseDuration(maxLegacyText, out TimeSpan maxLegacy))
+        {
+            return Program.Bad($"--max-legacy '{maxLegacyText}' is not a duration such as 500ms, 5s or 2m.");
+        }
+
+        if (legacyRuns is < 1 or > 1000)
+        {
+            return Program.Bad($"--legacy-runs must be between 1 and 1000 (got {legacyRuns}).");
+        }
+
+        if (minOps is < 0)
+        {
+            return Program.Bad($"--min-ops must be 0 or more (got {minOps}).");
+        }
+
+        IScenario[] chosen = ScenarioCatalog.All.Where(s => s.HasLegacyForm).ToArray();
+        if (only is not null)
+        {
+            string[] names = only.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (names.FirstOrDefault(n => !chosen.Any(s => string.Equals(s.Name, n, StringComparison.OrdinalIgnoreCase))) is { } unknown)
+            {
+                return Program.Bad($"'{unknown}' is not a scenario with a legacy form; those are: {string.Join(", ", chosen.Select(s => s.Name))}.");
+            }
+
+            chosen = chosen.Where(s => names.Contains(s.Name, StringComparer.OrdinalIgnoreCase)).ToArray();
+        }
+
+        int actualSeed = seed ?? Random.Shared.Next();
+        w.WriteLine($"pagecore-stress race-lab --duration-per-scenario {perScenarioText} --max-legacy {maxLegacyText} --legacy-runs {legacyRuns} --threads {threads} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}{(minOps is { } m ? $" --min-ops {m}" : "")}");
+        w.WriteLine($"machine: {Report.Machine()}");
+        var rows = new List<string>();
+        int exit = Program.Pass;
+        foreach (IScenario s in chosen)
+        {
+            // The legacy form, until caught: its deadline is pulled in to its first violation.
+            var detections = new List<TimeSpan>();
+            long legacyViolations = 0;
+            for (int run = 0; run < legacyRuns; run++)
+            {
+                int runSeed = unchecked(actualSeed + run);
+                var legacyCtx = new StressContext(threads, maxLegacy, runSeed, pages, legacy: true, pin, TextWriter.Null) { StopAtFirstViolation = true };
+                StressResult legacyResult = Program.RunForm(s, legacyCtx);
+                legacyViolations += legacyResult.Violations;
+                bool caught = Verdict.Judge(legacyCtx, legacyResult, 0) == Outcome.Caught;
+                if (caught)
+                {
+                    detections.Add(legacyResult.FirstViolationAt ?? legacyResult.Elapsed);
+                }
+
+                w.WriteLine(caught
+                    ? $"  {s.Name} --legacy --seed {runSeed}: caught after {Ms(detections[^1])} ({Clip(legacyCtx.Violations.FirstOrDefault())})"
+                    : $"  {s.Name} --legacy --seed {runSeed}: NOT caught within {maxLegacyText} ({legacyCtx.Recorders.Sum(r => r.Total):N0} operations)");
+            }
+
+            // The fixed form, its whole duration, every thread at work.
+            long minimum = minOps ?? s.MinimumOperationsPerThread;
+            var fixedCtx = new StressContext(threads, duration, actualSeed, pages, legacy: false, pin, TextWriter.Null);
+            StressResult fixedResult = Program.RunForm(s, fixedCtx);
+            Outcome fixedOutcome = Verdict.Judge(fixedCtx, fixedResult, minimum);
+            long fixedOps = fixedCtx.Recorders.Sum(r => r.Total);
+            long fewest = fixedCtx.Recorders.Count == 0 ? 0 : fixedCtx.Recorders.Min(r => r.Total);
+            w.WriteLine($"  {s.Name} --seed {actualSeed}: {FixedText(fixedOutcome)}, {fixedOps:N0} operations, fewest per thread {fewest:N0}");
+            if (fixedOutcome == Outcome.Fail)
+            {
+                foreach (string v in fixedCtx.Violations.Take(5)) w.WriteLine($"    fixed form of {s.Name}: {v}");
+            }
+            else if (fixedOutcome == Outcome.Inconclusive)
+            {
+                w.WriteLine($"    fixed form of {s.Name}: {Verdict.IdleReason(fixedCtx, minimum)}");
+            }
+
+            bool allCaught = detections.Count == legacyRuns;
+            string caughtText = allCaught ? (legacyRuns == 1 ? "yes" : $"{legacyRuns} of {legacyRuns}") : $"NO ({detections.Count} of {legacyRuns})";
+            rows.Add($"| {s.Name} | {s.Rule} | {caughtText} | {Detection(detections)} | {legacyViolations:N0} | {FixedText(fixedOutcome)} | {fixedOps:N0} | {fewest:N0} | {fixedResult.Violations:N0} |");
+            if (fixedOutcome == Outcome.Fail)
+            {
+                exit = Program.Violated;
+            }
+            else if ((!allCaught || fixedOutcome == Outcome.Inconclusive) && exit == Program.Pass)
+            {
+                exit = Program.Inconclusive;
+            }
+        }
+
+        w.WriteLine();
+        w.WriteLine($"| scenario | rule | legacy caught (within {maxLegacyText}) | time to detection (median / max) | legacy violations | fixed form | fixed ops | fewest ops per thread | fixed violations |");
+        w.WriteLine("|---|---|---|---|---|---|---|---|---|");
+        foreach (string row in rows) w.WriteLine(row);
+        if (chosen.Length == 0)
+        {
+            w.WriteLine("no scenario has a legacy form yet");
+        }
+
+        w.WriteLine(exit switch
+        {
+            Program.Pass => "PASS: every legacy form was caught and every fixed form held with every thread at work",
+            Program.Violated => "FAIL: a fixed form violated its invariants",
+            _ => "INCONCLUSIVE: a legacy form was not caught in time, or a fixed form's thread did too little (not a pass)",
+        });
+        return exit;
+    }
+
+    private static string FixedText(Outcome o) => o switch
+    {
+        Outcome.Pass => "held",
+        Outcome.Fail => "FAILED",
+        _ => "INCONCLUSIVE",
+    };
+
+    private static string Detection(List<TimeSpan> times)
+    {
+        if (times.Count == 0)
+        {
+            return "-";
+        }
+
+        TimeSpan[] sorted = [.. times.Order()];
+        TimeSpan median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+        return sorted.Length == 1 ? Ms(median) : $"{Ms(median)} / {Ms(sorted[^1])}";
+    }
+
+    private static string Clip(string? text) => text is null ? "" : text.Length <= 160 ? text : text[..157] + "...";
+
+    private static string Ms(TimeSpan t) => t.TotalMilliseconds < 10 ? $"{t.TotalMilliseconds:F1} ms" : $"{t.TotalMilliseconds:F0} ms";
+}
