@@ -40,6 +40,12 @@ public sealed class PageArenaOptions
     /// <summary>For benchmarks and tests: make the allocator scan with scalar code even where SIMD is available.</summary>
     internal bool ForceScalarScan { get; set; }
 
+    /// <summary>
+    /// For tests: use the <see cref="HandOverForm.Symmetric"/> magazine hand-over even where the process-wide barrier is
+    /// trusted (<see cref="ProcessBarrier.HandOver"/>), so that both forms run on one machine.
+    /// </summary>
+    internal bool ForceSymmetricHandOver { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting that is out of range.</summary>
     internal void Validate()
     {
