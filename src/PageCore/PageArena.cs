@@ -93,10 +93,10 @@ public sealed unsafe partial class PageArena : IDisposable
 
         _base = _dataRegion.Pointer;
         _desc = (PageDescriptor*)_descRegion.Pointer;
-        _handOver = ProcessBarrier.Resolve(options.ForceSymmetricHandOver);
+        _handOver = options.LegacyStealWithoutRemoteBarrier ? HandOverForm.Asymmetric : ProcessBarrier.Resolve(options.ForceSymmetricHandOver);
         if (options.PerCpuCaches)
         {
-            _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch, _counters, _handOver);
+            _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch, _counters, _handOver, options.LegacyStealWithoutRemoteBarrier);
             _fastCaches = _checked || _handOver == HandOverForm.Symmetric ? null : _caches;
             _fastPoolCaches = _checked ? null : _caches;
         }

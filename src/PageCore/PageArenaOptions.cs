@@ -46,6 +46,13 @@ public sealed class PageArenaOptions
     /// </summary>
     internal bool ForceSymmetricHandOver { get; set; }
 
+    /// <summary>
+    /// Legacy form, for tests only (<see cref="Legacy.LegacyHandOver"/>): the magazines' hand-over is asymmetric on the
+    /// owner's side while the stealer fences only its own CPU, as under a process-wide barrier that interrupts nobody.
+    /// Broken: a block can be handed out twice.
+    /// </summary>
+    internal bool LegacyStealWithoutRemoteBarrier { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting that is out of range.</summary>
     internal void Validate()
     {

@@ -62,6 +62,7 @@ internal sealed unsafe class PageCaches : IDisposable
     private int _stealer;
     private volatile bool _disposed;
     private readonly bool _symmetric;
+    private readonly bool _legacyNoRemoteBarrier;
 
     /// <summary>Creates the caches.</summary>
     /// <param name="arena">The arena, for bug reports.</param>
@@ -70,9 +71,11 @@ internal sealed unsafe class PageCaches : IDisposable
     /// <param name="batch">Order-0 pages per batch; order <c>o</c> moves <c>max(1, batch &gt;&gt; o)</c> blocks.</param>
     /// <param name="counters">Where refills and spills are counted, or null.</param>
     /// <param name="handOver">How the magazines' hand-over to a stealer is fenced (see <see cref="Magazine"/>).</param>
-    public PageCaches(PageArena arena, FrameAllocator core, PageDescriptor* descriptors, int batch, ContentionCounters? counters, HandOverForm handOver)
+    /// <param name="legacyNoRemoteBarrier">Tests only: the broken <see cref="Legacy.LegacyHandOver"/> stealer.</param>
+    public PageCaches(PageArena arena, FrameAllocator core, PageDescriptor* descriptors, int batch, ContentionCounters? counters, HandOverForm handOver, bool legacyNoRemoteBarrier = false)
     {
         _symmetric = handOver == HandOverForm.Symmetric;
+        _legacyNoRemoteBarrier = legacyNoRemoteBarrier;
         _counters = counters;
         _arena = arena;
         _core = core;
@@ -784,6 +787,10 @@ internal sealed unsafe class PageCaches : IDisposable
         if (_symmetric)
         {
             Interlocked.MemoryBarrier();
+        }
+        else if (_legacyNoRemoteBarrier)
+        {
+            Legacy.LegacyHandOver.StealerFenceWithoutRemoteBarrier();
         }
         else
         {
