@@ -9,7 +9,7 @@ public enum ProcessBarrierKind
     /// Not known to run a barrier on every CPU: Linux without <c>MEMBARRIER_CMD_PRIVATE_EXPEDITED</c> (a kernel before
     /// 4.14, a seccomp filter, a sandbox that refuses it), where the runtime falls back to an <c>mprotect</c> of a
     /// locked page. That is a TLB shootdown, and a shootdown need not interrupt the other CPUs: arm64 broadcasts a
-    /// <c>TLBI</c> that runs no barrier there, and x64 kernels from 6.15 on AMD parts with <c>INVLPGB</c> do the same
+    /// <c>TLBI</c> that runs no barrier there, and recent x64 kernels on AMD parts with <c>INVLPGB</c> do the same
     /// for processes that run on several CPUs. Also every OS not listed below, Android (the runtime does not call
     /// <c>membarrier</c> before API level 29) and an x64 process emulated on an arm64 Mac.
     /// </summary>
