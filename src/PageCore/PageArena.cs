@@ -35,10 +35,18 @@ public sealed unsafe partial class PageArena : IDisposable
     private readonly PageCaches? _caches;
 
     /// <summary>
-    /// <see cref="_caches"/> when the arena is not checked, else null: the cached fast paths test this one field, and a
-    /// checked arena's cached operations (poisoning, checks) take the slow paths.
+    /// <see cref="_caches"/> when the arena is not checked and the magazines' hand-over is asymmetric, else null: a
+    /// thread's cached fast paths test this one field (<see cref="FastThreadCaches"/>), and a checked arena's cached
+    /// operations (poisoning, checks) or a symmetric hand-over's (a fence in every operation) take the slow paths.
     /// </summary>
     private readonly PageCaches? _fastCaches;
+
+    /// <summary><see cref="_caches"/> when the arena is not checked, else null: a pool's fast paths test this field
+    /// (<see cref="FastPoolCaches"/>); a pool's magazine is never stolen, so the hand-over's form does not matter.</summary>
+    private readonly PageCaches? _fastPoolCaches;
+
+    /// <summary>How the magazines' hand-over is fenced, chosen at creation (<see cref="ProcessBarrier.HandOver"/>).</summary>
+    private readonly HandOverForm _handOver;
     private readonly PageArenaOptions _options;
     private readonly ContentionCounters? _counters;
     private readonly long _pageCount;
@@ -85,10 +93,12 @@ public sealed unsafe partial class PageArena : IDisposable
 
         _base = _dataRegion.Pointer;
         _desc = (PageDescriptor*)_descRegion.Pointer;
+        _handOver = options.LegacyStealWithoutRemoteBarrier ? HandOverForm.Asymmetric : ProcessBarrier.Resolve(options.ForceSymmetricHandOver);
         if (options.PerCpuCaches)
         {
-            _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch, _counters);
-            _fastCaches = _checked ? null : _caches;
+            _caches = new PageCaches(this, _core, _desc, options.PerCpuBatch, _counters, _handOver, options.LegacyStealWithoutRemoteBarrier);
+            _fastCaches = _checked || _handOver == HandOverForm.Symmetric ? null : _caches;
+            _fastPoolCaches = _checked ? null : _caches;
         }
 
         _pageLimit = (uint)_pageCount;
@@ -181,7 +191,32 @@ public sealed unsafe partial class PageArena : IDisposable
     /// The contention counters summed over every thread (all zero when <see cref="PageArenaOptions.CollectStatistics"/>
     /// is off): CAS retries and slow-path entries per operation type.
     /// </summary>
-    public ArenaStatistics Statistics => _counters?.Snapshot() ?? new ArenaStatistics(new long[Enum.GetValues<ArenaCounter>().Length], 0);
+    public ArenaStatistics Statistics
+    {
+        get
+        {
+            ArenaStatistics s = _counters?.Snapshot() ?? new ArenaStatistics(new long[Enum.GetValues<ArenaCounter>().Length], 0);
+            s.HandOver = _handOver;
+            return s;
+        }
+    }
+
+    /// <summary>How the magazines' hand-over to a stealer is fenced in this arena (also in <see cref="Statistics"/>).</summary>
+    internal HandOverForm HandOver => _handOver;
+
+    /// <summary>The caches a thread's magazine is popped and pushed inline for (see <see cref="_fastCaches"/>).</summary>
+    internal PageCaches? FastThreadCaches
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _fastCaches;
+    }
+
+    /// <summary>The caches a pool's magazine is popped and pushed inline for (see <see cref="_fastPoolCaches"/>).</summary>
+    internal PageCaches? FastPoolCaches
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _fastPoolCaches;
+    }
 
     /// <summary>Free pages held in per-thread magazines and per-CPU depots (the kernel's <c>pcp->count</c> summed).</summary>
     public long CachedPageCount => _caches?.CachedPages ?? 0;
@@ -222,9 +257,10 @@ public sealed unsafe partial class PageArena : IDisposable
         // The magazine is looked up first, not under a test of the caches, so that in a caller's loop the JIT hoists the
         // thread-static base out of the loop (see PageCaches.LastThreadMagazine). The order test folds away when the
         // order is a constant at the call site, as it nearly always is; it spares uncached orders the thread-local read.
-        // Owner == _fastCaches says at once: caches on, not checked, and this magazine belongs to this arena.
+        // Owner == the route's fast caches says at once: caches on, not checked, this magazine belongs to this arena,
+        // and (for a thread) the hand-over needs no fence on this side. One field load, whichever route.
         Magazine? m = order < PageCaches.Orders ? route.Find() : null;
-        if (m is not null && m.Owner == _fastCaches)
+        if (m is not null && m.Owner == route.FastCaches(this))
         {
             uint p = route.Pop(m, order);
             if (p != PageCaches.NoPage)
@@ -262,7 +298,8 @@ public sealed unsafe partial class PageArena : IDisposable
 
     /// <summary>
     /// A cached allocation off the fast path: a checked arena (the hit is checked, poison and state, before it is handed
-    /// out), or a thread with no magazine in this arena's caches yet (the refill creates it).
+    /// out), a symmetric hand-over (the pop fences), or a thread with no magazine in this arena's caches yet (the refill
+    /// creates it).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private uint AllocUncommon<TRoute>(TRoute route, int order)
@@ -272,7 +309,7 @@ public sealed unsafe partial class PageArena : IDisposable
         Magazine? m = MagazineIn(route, caches);
         if (m is not null)
         {
-            uint p = route.Pop(m, order);
+            uint p = route.PopAny(m, order);
             if (p != PageCaches.NoPage)
             {
                 m.Hot.Hits(order)++;
@@ -390,7 +427,7 @@ public sealed unsafe partial class PageArena : IDisposable
         // with the one wide load, 2.4 ns with these two, on the AMD EPYC development machine). Plain flag store: the
         // caller owns the block.
         Magazine? m = order < PageCaches.Orders ? route.Find() : null; // first, as in AllocVia
-        if (m is not null && m.Owner == _fastCaches
+        if (m is not null && m.Owner == route.FastCaches(this)
             && d.Flags == (uint)PageFlags.AllocatedHead && Volatile.Read(ref d.RefCount) == 1 && d.Order == order)
         {
             d.Flags = (uint)PageFlags.Cached;
@@ -421,8 +458,8 @@ public sealed unsafe partial class PageArena : IDisposable
     }
 
     /// <summary>
-    /// The cached free's rare cases: a checked arena (the block is poisoned first), or a thread with no magazine in
-    /// these caches yet (<see cref="PageCaches.FreeSlow"/> creates it).
+    /// The cached free's rare cases: a checked arena (the block is poisoned first), a symmetric hand-over (the push
+    /// fences), or a thread with no magazine in these caches yet (<see cref="PageCaches.FreeSlow"/> creates it).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreeIntoCaches<TRoute>(TRoute route, PageCaches caches, Magazine? m, uint p, int order)
@@ -437,7 +474,7 @@ public sealed unsafe partial class PageArena : IDisposable
         if (m is not null)
         {
             m.Hot.Frees(order)++;
-            if (route.Push(m, order, p))
+            if (route.PushAny(m, order, p))
             {
                 return;
             }

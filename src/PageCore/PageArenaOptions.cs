@@ -40,6 +40,19 @@ public sealed class PageArenaOptions
     /// <summary>For benchmarks and tests: make the allocator scan with scalar code even where SIMD is available.</summary>
     internal bool ForceScalarScan { get; set; }
 
+    /// <summary>
+    /// For tests: use the <see cref="HandOverForm.Symmetric"/> magazine hand-over even where the process-wide barrier is
+    /// trusted (<see cref="ProcessBarrier.HandOver"/>), so that both forms run on one machine.
+    /// </summary>
+    internal bool ForceSymmetricHandOver { get; set; }
+
+    /// <summary>
+    /// Legacy form, for tests only (<see cref="Legacy.LegacyHandOver"/>): the magazines' hand-over is asymmetric on the
+    /// owner's side while the stealer fences only its own CPU, as under a process-wide barrier that interrupts nobody.
+    /// Broken: a block can be handed out twice.
+    /// </summary>
+    internal bool LegacyStealWithoutRemoteBarrier { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting that is out of range.</summary>
     internal void Validate()
     {

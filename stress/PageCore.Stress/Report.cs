@@ -31,9 +31,9 @@ public static class Report
         return RuntimeInformation.ProcessArchitecture.ToString();
     }
 
-    /// <summary>One line describing the machine.</summary>
+    /// <summary>One line describing the machine, ending with the hand-over form the arenas use (<see cref="ProcessBarrier"/>).</summary>
     public static string Machine() =>
-        $"{ProcessorName()}, {Environment.ProcessorCount} processors, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}";
+        $"{ProcessorName()}, {Environment.ProcessorCount} processors, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}, hand-over {ProcessBarrier.Description}";
 
     /// <summary>
     /// Prints the per-operation table, the operations of every thread (those below <paramref name="minimum"/> marked),
@@ -95,6 +95,8 @@ public static class Report
         w.WriteString("architecture", RuntimeInformation.ProcessArchitecture.ToString());
         w.WriteString("os", RuntimeInformation.OSDescription);
         w.WriteString("dotnet", RuntimeInformation.FrameworkDescription);
+        w.WriteString("handOver", ProcessBarrier.HandOver.ToString());
+        w.WriteString("processBarrier", ProcessBarrier.Kind.ToString());
         w.WriteEndObject();
         w.WriteStartObject("options");
         w.WriteNumber("threads", ctx.Threads);

@@ -32,19 +32,24 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
         await Task.Run(() => RunChurn(seed, caches, walkers: 2, drainer: false));
     }
 
-    [Fact(Timeout = TestTimeoutMs)]
-    public async Task ChurnWithConcurrentDrainsStaysCorrect()
+    /// <summary>Both magazine hand-over forms: the process's (asymmetric here) and the symmetric one, forced.</summary>
+    public static TheoryData<bool> HandOverForms => new() { false, true };
+
+    [Theory(Timeout = TestTimeoutMs)]
+    [MemberData(nameof(HandOverForms))]
+    public async Task ChurnWithConcurrentDrainsStaysCorrect(bool symmetricHandOver)
     {
-        int seed = TestSupport.Seed(output, "churn+drain");
-        await Task.Run(() => RunChurn(seed, caches: true, walkers: 1, drainer: true));
+        int seed = TestSupport.Seed(output, $"churn+drain symmetric={symmetricHandOver}");
+        await Task.Run(() => RunChurn(seed, caches: true, walkers: 1, drainer: true, symmetricHandOver: symmetricHandOver));
     }
 
-    [Fact(Timeout = TestTimeoutMs)]
-    public async Task ChurnWithTinyBatchesDrivesTheDepotsAndStaysCorrect()
+    [Theory(Timeout = TestTimeoutMs)]
+    [MemberData(nameof(HandOverForms))]
+    public async Task ChurnWithTinyBatchesDrivesTheDepotsAndStaysCorrect(bool symmetricHandOver)
     {
         // A batch of 2 makes magazines spill and refill every few operations: the depots and bulk paths run hot.
-        int seed = TestSupport.Seed(output, "churn batch=2");
-        await Task.Run(() => RunChurn(seed, caches: true, walkers: 1, drainer: false, batch: 2));
+        int seed = TestSupport.Seed(output, $"churn batch=2 symmetric={symmetricHandOver}");
+        await Task.Run(() => RunChurn(seed, caches: true, walkers: 1, drainer: false, batch: 2, symmetricHandOver: symmetricHandOver));
     }
 
     [Theory(Timeout = TestTimeoutMs)]
@@ -238,12 +243,13 @@ public sealed class ConcurrencyTests(ITestOutputHelper output)
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 
-    private void RunChurn(int seed, bool caches, int walkers, bool drainer, int batch = 32)
+    private void RunChurn(int seed, bool caches, int walkers, bool drainer, int batch = 32, bool symmetricHandOver = false)
     {
         const long Pages = 16384;
         int threads = 2 * Environment.ProcessorCount;
-        using ArenaLease lease = TestSupport.Lease(pages: Pages, caches: caches, batch: batch);
+        using ArenaLease lease = TestSupport.Lease(pages: Pages, caches: caches, batch: batch, symmetricHandOver: symmetricHandOver);
         PageArena arena = lease.Arena;
+        Assert.Equal(symmetricHandOver ? HandOverForm.Symmetric : ProcessBarrier.HandOver, arena.Statistics.HandOver);
         DateTime deadline = DateTime.UtcNow + TestSupport.ChurnTime;
         var handoff = new ConcurrentQueue<Block>();
         var errors = new ConcurrentQueue<string>();

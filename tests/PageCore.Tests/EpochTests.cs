@@ -67,9 +67,11 @@ public sealed class EpochConcurrencyTests(ITestOutputHelper output)
     [Theory(Timeout = 30_000)]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task SynchronizeWaitsForOlderReadersAndNotForNewerOnes(bool asymmetric)
+    [InlineData(true, true)] // asymmetric requested, the symmetric (full-fence) announce forced
+    public async Task SynchronizeWaitsForOlderReadersAndNotForNewerOnes(bool asymmetric, bool forceSymmetric = false)
     {
-        using var domain = new EpochDomain(asymmetricAnnounce: asymmetric);
+        using var domain = new EpochDomain(1024, asymmetric, forceSymmetric);
+        Assert.Equal(asymmetric && !forceSymmetric && ProcessBarrier.HandOver == HandOverForm.Asymmetric, domain.AsymmetricAnnounce);
         using var olderInside = new ManualResetEventSlim();
         using var releaseOlder = new ManualResetEventSlim();
         using var newerInside = new ManualResetEventSlim();
@@ -136,14 +138,16 @@ public sealed class EpochConcurrencyTests(ITestOutputHelper output)
     [Theory(Timeout = 60_000)]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task AReaderInsideASectionNeverSeesReclaimedMemory(bool asymmetric)
+    [InlineData(true, true)] // asymmetric requested, the symmetric (full-fence) announce forced
+    public async Task AReaderInsideASectionNeverSeesReclaimedMemory(bool asymmetric, bool forceSymmetric = false)
     {
         // Writers replace a published page and free the old one through the domain; the checked arena poisons freed
         // pages, so a reader that could still reach a reclaimed page would read poison instead of its stamp.
         int seed = TestSupport.Seed(output, "epoch readers vs reclaim");
         using ArenaLease lease = TestSupport.Lease(pages: 4096, caches: false, isChecked: true);
         PageArena arena = lease.Arena;
-        using var domain = new EpochDomain(asymmetricAnnounce: asymmetric);
+        using var domain = new EpochDomain(1024, asymmetric, forceSymmetric);
+        Assert.Equal(asymmetric && !forceSymmetric && ProcessBarrier.HandOver == HandOverForm.Asymmetric, domain.AsymmetricAnnounce);
         long published = arena.AllocPages(0).Value;
         Stamp(arena, new Pfn((uint)published));
         var errors = new ConcurrentQueue<string>();

@@ -8,7 +8,7 @@ namespace PageCore.Tests;
 [Collection(StressCollection.Name)] // alone: other tests' arenas would move the process-wide sums
 public sealed class MetricsTests(ITestOutputHelper output)
 {
-    private static Dictionary<string, long> Collect()
+    internal static Dictionary<string, long> Collect()
     {
         var values = new Dictionary<string, long>();
         using var listener = new MeterListener

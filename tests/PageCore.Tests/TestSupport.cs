@@ -28,7 +28,7 @@ internal static class TestSupport
         return seed;
     }
 
-    public static PageArena NewArena(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32) =>
+    public static PageArena NewArena(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32, bool symmetricHandOver = false) =>
         PageArena.Create(new PageArenaOptions
         {
             Pages = pages,
@@ -36,11 +36,12 @@ internal static class TestSupport
             PerCpuCaches = caches,
             Checked = isChecked,
             PerCpuBatch = batch,
+            ForceSymmetricHandOver = symmetricHandOver,
         });
 
     /// <summary>An arena that is force-disposed at the end of a test, so a failed assertion is not hidden by Dispose refusing.</summary>
-    public static ArenaLease Lease(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32) =>
-        new(NewArena(pages, maxOrder, caches, isChecked, batch));
+    public static ArenaLease Lease(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32, bool symmetricHandOver = false) =>
+        new(NewArena(pages, maxOrder, caches, isChecked, batch, symmetricHandOver));
 
     /// <summary>The repository root: the first folder above the test binaries that holds PageCore.sln.</summary>
     public static string RepoRoot()

@@ -68,6 +68,13 @@ public sealed class ArenaStatistics
     /// <summary>Threads that recorded at least one event.</summary>
     public int Threads { get; }
 
+    /// <summary>
+    /// How the arena's per-thread magazines are handed over to a stealer (<see cref="PageArena.Drain"/>, the reclaim
+    /// before an allocation fails): <see cref="HandOverForm.Asymmetric"/> where the process-wide barrier is trusted
+    /// (<see cref="ProcessBarrier.Kind"/>), else <see cref="HandOverForm.Symmetric"/>. Fixed when the arena is created.
+    /// </summary>
+    public HandOverForm HandOver { get; internal set; }
+
     /// <summary>The value of one counter.</summary>
     /// <param name="counter">Which counter.</param>
     public long this[ArenaCounter counter] => _values[(int)counter];
@@ -86,6 +93,6 @@ public sealed class ArenaStatistics
             sb.Append(c).Append(' ').Append(_values[(int)c]);
         }
 
-        return sb.ToString();
+        return sb.Append(", HandOver ").Append(HandOver).ToString();
     }
 }

@@ -15,8 +15,11 @@ namespace PageCore;
 /// 2^order), <c>pagecore.pages.free</c> (up-down counter, <c>{page}</c>), <c>pagecore.cache.hits</c> and
 /// <c>pagecore.cache.misses</c> (counters, per-thread caches and page pools), <c>pagecore.cas.retries</c> (counter:
 /// allocation, free and speculative-get retries), <c>pagecore.bugs</c> (counter: <see cref="PageBugException"/>s
-/// reported in the process), <c>pagecore.arenas</c> (up-down counter). The per-order and cache figures need
-/// <see cref="PageArenaOptions.CollectStatistics"/> (the default) for the shared allocator's part.
+/// reported in the process), <c>pagecore.arenas</c> (up-down counter), <c>pagecore.handover</c> (up-down counter,
+/// <c>{arena}</c>, tag <c>form</c> = <c>asymmetric</c> or <c>symmetric</c>: live arenas by how their magazines are handed
+/// over to a stealer, see <see cref="HandOverForm"/>; both tags are always reported, 0 where no arena uses that form).
+/// The meter itself carries the tag <c>pagecore.process_barrier</c>: <see cref="ProcessBarrier.Kind"/>. The per-order
+/// and cache figures need <see cref="PageArenaOptions.CollectStatistics"/> (the default) for the shared allocator's part.
 /// </remarks>
 public static class PageCoreMetrics
 {
@@ -70,7 +73,7 @@ public static class PageCoreMetrics
     private static Meter CreateMeter()
     {
         string version = typeof(PageCoreMetrics).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0";
-        var meter = new Meter(MeterName, version);
+        var meter = new Meter(MeterName, version, [new KeyValuePair<string, object?>("pagecore.process_barrier", ProcessBarrier.Kind.ToString())]);
         meter.CreateObservableCounter("pagecore.pages.allocated", () => ByOrder(freed: false), "{page}", "Pages allocated, by block order");
         meter.CreateObservableCounter("pagecore.pages.freed", () => ByOrder(freed: true), "{page}", "Pages freed, by block order");
         meter.CreateObservableUpDownCounter("pagecore.pages.free", () => Observe(live => live.Sum(a => a.FreePageCount)), "{page}", "Free pages (shared allocator and caches)");
@@ -79,7 +82,22 @@ public static class PageCoreMetrics
         meter.CreateObservableCounter("pagecore.cas.retries", () => Observe(live => live.Sum(Retries)), "{retry}", "CAS retries in allocation, free and speculative gets");
         meter.CreateObservableCounter("pagecore.bugs", () => PageBugException.ReportedCount, "{report}", "Page bug reports (refused operations) in the process");
         meter.CreateObservableUpDownCounter("pagecore.arenas", () => Observe(live => (long)live.Count), "{arena}", "Live arenas");
+        meter.CreateObservableUpDownCounter("pagecore.handover", ByHandOver, "{arena}", "Live arenas by magazine hand-over form (asymmetric: the stealer's process-wide barrier; symmetric: a fence on both sides)");
         return meter;
+    }
+
+    private static IEnumerable<Measurement<long>> ByHandOver()
+    {
+        (long asymmetric, long symmetric) = Observe(live =>
+        {
+            long sym = live.Count(a => a.HandOver == HandOverForm.Symmetric);
+            return (live.Count - sym, sym);
+        });
+        return
+        [
+            new Measurement<long>(asymmetric, new KeyValuePair<string, object?>("form", "asymmetric")),
+            new Measurement<long>(symmetric, new KeyValuePair<string, object?>("form", "symmetric")),
+        ];
     }
 
     private static long Retries(PageArena a)

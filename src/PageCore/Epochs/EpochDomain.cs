@@ -49,11 +49,19 @@ public sealed class EpochDomain : IDisposable
     /// True: readers announce with a release store only, and every grace period and reclaim pays a process-wide barrier
     /// (<see cref="Interlocked.MemoryBarrierProcessWide"/>, a <c>membarrier</c>) instead, the user-space RCU of liburcu's
     /// "memb" flavour: cheaper sections, dearer grace periods. Both are correct; the plain store that Garnet's LightEpoch
-    /// once used was wrong only because nothing on the reclaiming side made up for the missing fence.
+    /// once used was wrong only because nothing on the reclaiming side made up for the missing fence. Honoured only
+    /// where that barrier is known to run on every CPU (<see cref="ProcessBarrier.HandOver"/>); elsewhere the domain
+    /// announces with a full fence, as with false. <see cref="AsymmetricAnnounce"/> tells which.
     /// </param>
     public EpochDomain(int maxThreads = 1024, bool asymmetricAnnounce = false)
+        : this(maxThreads, asymmetricAnnounce, forceSymmetric: false)
     {
-        _asymmetric = asymmetricAnnounce;
+    }
+
+    /// <summary>Creates a domain; <paramref name="forceSymmetric"/> (tests) announces with a full fence even where the asymmetric form is trusted.</summary>
+    internal EpochDomain(int maxThreads, bool asymmetricAnnounce, bool forceSymmetric)
+    {
+        _asymmetric = asymmetricAnnounce && ProcessBarrier.Resolve(forceSymmetric) == HandOverForm.Asymmetric;
         ArgumentOutOfRangeException.ThrowIfLessThan(maxThreads, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(maxThreads, 65536);
         _slots = GC.AllocateArray<Slot>(maxThreads, pinned: true);
@@ -63,6 +71,13 @@ public sealed class EpochDomain : IDisposable
 
     /// <summary>The current global epoch (starts at 1; advanced by every grace period and deferral).</summary>
     public long CurrentEpoch => Volatile.Read(ref _epoch.Value);
+
+    /// <summary>
+    /// Whether readers announce with a release store and the reclaiming side with a process-wide barrier: true only when
+    /// the domain was created with <c>asymmetricAnnounce</c> and <see cref="ProcessBarrier.HandOver"/> is
+    /// <see cref="HandOverForm.Asymmetric"/>.
+    /// </summary>
+    public bool AsymmetricAnnounce => _asymmetric;
 
     /// <summary>Deferred frees not yet run.</summary>
     public int PendingDeferred => _deferred.Count;
@@ -119,6 +134,14 @@ public sealed class EpochDomain : IDisposable
     /// with asymmetric announces it is a process-wide barrier: after it, every reader's announce made before it is
     /// visible, and every reader load after it sees what was unlinked before it.
     /// </summary>
+    /// <remarks>
+    /// What <see cref="Interlocked.MemoryBarrierProcessWide"/> is assumed to do here: run a full barrier on every CPU
+    /// that runs a thread of the process, between two instructions of whatever runs there, before it returns (Linux's
+    /// expedited <c>membarrier</c>, Windows' <c>FlushProcessWriteBuffers</c>, Apple's register snapshot). A reader whose
+    /// release-store announce and first load of the section straddle that point is then fenced between them. The
+    /// runtime's <c>mprotect</c> fallback does not promise that, so there the domain never takes this path
+    /// (<see cref="AsymmetricAnnounce"/> is false).
+    /// </remarks>
     private void ScanFence()
     {
         if (_asymmetric)

@@ -13,7 +13,7 @@ internal struct MagazineHot
 {
     /// <summary>
     /// 1 while the owner is inside a magazine operation. Written by the owner only, with release stores; read by a
-    /// stealer after <see cref="Interlocked.MemoryBarrierProcessWide"/>.
+    /// stealer after its fence (<see cref="Interlocked.MemoryBarrierProcessWide"/>, or a full fence in the symmetric form).
     /// </summary>
     [FieldOffset(CacheLine.PaddedSize)] public int Busy;
 
@@ -119,8 +119,13 @@ internal struct MagazineHot
 /// waits or skips), or the owner's next read of <c>StealPending</c> sees 1 (it stays off the slots). The owner pays two
 /// plain stores and one plain load per operation instead of a fence. The owner's release store and its later acquire
 /// load may be reordered by the hardware (x64's store buffer; arm64 when the acquire is an RCpc <c>ldapr</c>): that is
-/// exactly what the process-wide barrier covers, because it interrupts every CPU at an instruction boundary with a full
-/// fence, on every architecture. The JIT does not move volatile accesses across each other.</para>
+/// exactly what the process-wide barrier covers, where it interrupts every CPU at an instruction boundary with a full
+/// fence (Linux's expedited <c>membarrier</c>, Windows, Apple: see <see cref="ProcessBarrier"/>). The JIT does not move
+/// volatile accesses across each other. Where the barrier is not known to do that (the runtime's <c>mprotect</c>
+/// fallback is a TLB shootdown, which need not interrupt anyone), the caches take the symmetric form
+/// (<see cref="HandOverForm.Symmetric"/>): the owner fences between its store and its load, the stealer fences locally,
+/// and the arena keeps such caches off its inlined fast path. The transitions are <c>EnterAsymmetric</c>,
+/// <c>EnterSymmetric</c>, <c>LeaveOwner</c> and <c>AnnounceSteal</c> in <see cref="PageCaches"/>.</para>
 /// <para><b>Pools.</b> A <see cref="PagePool"/> owns a magazine of its own, found without a thread-local lookup; the
 /// same protocol applies, with the pool's user as the owner.</para>
 /// <para><b>Threads that exit.</b> The magazine stays registered with its <see cref="PageCaches"/>; its blocks are

@@ -18,11 +18,30 @@ internal interface IMagazineRoute
     /// </summary>
     Magazine? Find();
 
-    /// <summary>Pops a cache-owned block, or returns <see cref="PageCaches.NoPage"/>.</summary>
+    /// <summary>
+    /// The caches whose magazines this route pops and pushes on the arena's inlined fast path, or null: for a thread,
+    /// the caches of an unchecked arena whose hand-over is asymmetric; for a pool (never stolen), those of any
+    /// unchecked arena. One field load either way.
+    /// </summary>
+    PageCaches? FastCaches(PageArena arena);
+
+    /// <summary>
+    /// Pops a cache-owned block, or returns <see cref="PageCaches.NoPage"/>: the fast path's pop, only for a magazine of
+    /// <see cref="FastCaches"/>.
+    /// </summary>
     uint Pop(Magazine m, int order);
 
-    /// <summary>Pushes a cache-owned block; false when the magazine has no room (or is held by a stealer).</summary>
+    /// <summary>
+    /// Pushes a cache-owned block; false when the magazine has no room (or is held by a stealer): the fast path's push,
+    /// only for a magazine of <see cref="FastCaches"/>.
+    /// </summary>
     bool Push(Magazine m, int order, uint pfn);
+
+    /// <summary><see cref="Pop"/> for a magazine of any caches, in the form its caches use (the arena's uncommon paths).</summary>
+    uint PopAny(Magazine m, int order);
+
+    /// <summary><see cref="Push"/> for a magazine of any caches, in the form its caches use (the arena's uncommon paths).</summary>
+    bool PushAny(Magazine m, int order, uint pfn);
 }
 
 /// <summary>The calling thread's magazine, found through a thread-static; operated inside the hand-over protocol.</summary>
@@ -34,11 +53,21 @@ internal readonly struct ThreadRoute : IMagazineRoute
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageCaches? FastCaches(PageArena arena) => arena.FastThreadCaches;
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Pop(Magazine m, int order) => PageCaches.TryPop(m, order);
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Push(Magazine m, int order, uint pfn) => PageCaches.TryPush(m, order, pfn);
+
+    /// <inheritdoc/>
+    public uint PopAny(Magazine m, int order) => m.Owner.OwnerPop(m, order);
+
+    /// <inheritdoc/>
+    public bool PushAny(Magazine m, int order, uint pfn) => m.Owner.OwnerPush(m, order, pfn);
 }
 
 /// <summary>
@@ -58,9 +87,19 @@ internal readonly struct PoolRoute : IMagazineRoute
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PageCaches? FastCaches(PageArena arena) => arena.FastPoolCaches;
+
+    /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public uint Pop(Magazine m, int order) => PageCaches.PoolPop(m, order);
 
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Push(Magazine m, int order, uint pfn) => PageCaches.PoolPush(m, order, pfn);
+
+    /// <inheritdoc/>
+    public uint PopAny(Magazine m, int order) => PageCaches.PoolPop(m, order);
+
+    /// <inheritdoc/>
+    public bool PushAny(Magazine m, int order, uint pfn) => PageCaches.PoolPush(m, order, pfn);
 }

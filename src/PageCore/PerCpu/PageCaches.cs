@@ -61,6 +61,8 @@ internal sealed unsafe class PageCaches : IDisposable
     private readonly long[] _retiredCounts = new long[3 * Orders];
     private int _stealer;
     private volatile bool _disposed;
+    private readonly bool _symmetric;
+    private readonly bool _legacyNoRemoteBarrier;
 
     /// <summary>Creates the caches.</summary>
     /// <param name="arena">The arena, for bug reports.</param>
@@ -68,8 +70,12 @@ internal sealed unsafe class PageCaches : IDisposable
     /// <param name="descriptors">The descriptor array (for batch links).</param>
     /// <param name="batch">Order-0 pages per batch; order <c>o</c> moves <c>max(1, batch &gt;&gt; o)</c> blocks.</param>
     /// <param name="counters">Where refills and spills are counted, or null.</param>
-    public PageCaches(PageArena arena, FrameAllocator core, PageDescriptor* descriptors, int batch, ContentionCounters? counters)
+    /// <param name="handOver">How the magazines' hand-over to a stealer is fenced (see <see cref="Magazine"/>).</param>
+    /// <param name="legacyNoRemoteBarrier">Tests only: the broken <see cref="Legacy.LegacyHandOver"/> stealer.</param>
+    public PageCaches(PageArena arena, FrameAllocator core, PageDescriptor* descriptors, int batch, ContentionCounters? counters, HandOverForm handOver, bool legacyNoRemoteBarrier = false)
     {
+        _symmetric = handOver == HandOverForm.Symmetric;
+        _legacyNoRemoteBarrier = legacyNoRemoteBarrier;
         _counters = counters;
         _arena = arena;
         _core = core;
@@ -83,6 +89,13 @@ internal sealed unsafe class PageCaches : IDisposable
         _depotRegion = NativeRegion.Reserve((nuint)(padded * _cpuCount), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
         _depot = (long*)_depotRegion.Pointer;
     }
+
+    /// <summary>
+    /// How the magazines' hand-over is fenced. <see cref="HandOverForm.Symmetric"/>: the owner's operations run
+    /// <see cref="EnterSymmetric"/> and never the inlined <see cref="TryPop"/>/<see cref="TryPush"/> (the arena keeps
+    /// these caches off its fast path), and the stealer fences locally.
+    /// </summary>
+    public HandOverForm HandOver => _symmetric ? HandOverForm.Symmetric : HandOverForm.Asymmetric;
 
     /// <summary>Blocks of order <paramref name="order"/> moved per batch.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -143,43 +156,105 @@ internal sealed unsafe class PageCaches : IDisposable
     public static Magazine? LastThreadMagazine() => t_magazine;
 
     /// <summary>
-    /// The magazine hit path of an allocation: pops a cache-owned block of <paramref name="order"/> (0..3; flags
-    /// <see cref="PageFlags.Cached"/>, refcount &gt;= 1) with no atomic instruction. <see cref="NoPage"/> when the
-    /// magazine is empty or a stealer holds it.
+    /// The magazine hit path of an allocation, asymmetric form: pops a cache-owned block of <paramref name="order"/>
+    /// (0..3; flags <see cref="PageFlags.Cached"/>, refcount &gt;= 1) with no atomic instruction and no fence.
+    /// <see cref="NoPage"/> when the magazine is empty or a stealer holds it. Only for caches whose
+    /// <see cref="HandOver"/> is <see cref="HandOverForm.Asymmetric"/>; <see cref="OwnerPop"/> picks the form.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static uint TryPop(Magazine m, int order)
+    public static uint TryPop(Magazine m, int order) => PopAsOwner(m, order, symmetric: false);
+
+    /// <summary>
+    /// The magazine hit path of a free, asymmetric form: pushes a cache-owned block with no atomic instruction and no
+    /// fence. False when the magazine is full or a stealer holds it. Only for asymmetric caches, as <see cref="TryPop"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryPush(Magazine m, int order, uint pfn) => PushAsOwner(m, order, pfn, symmetric: false);
+
+    /// <summary>The owner's pop in the form these caches use (off the inlined fast path: a checked arena, a symmetric hand-over).</summary>
+    public uint OwnerPop(Magazine m, int order) => PopAsOwner(m, order, _symmetric);
+
+    /// <summary>The owner's push in the form these caches use (see <see cref="OwnerPop"/>).</summary>
+    public bool OwnerPush(Magazine m, int order, uint pfn) => PushAsOwner(m, order, pfn, _symmetric);
+
+    /// <summary>A pop inside the owner's side of the hand-over; <paramref name="symmetric"/> is a constant at every inlined call.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint PopAsOwner(Magazine m, int order, bool symmetric)
     {
-        Volatile.Write(ref m.Hot.Busy, 1);
-        if (Volatile.Read(ref m.Hot.StealPending) == 0)
+        if (symmetric ? EnterSymmetric(m) : EnterAsymmetric(m))
         {
             uint pfn = PoolPop(m, order);
-            Volatile.Write(ref m.Hot.Busy, 0);
+            LeaveOwner(m);
             return pfn;
         }
 
-        Volatile.Write(ref m.Hot.Busy, 0);
+        LeaveOwner(m);
         return NoPage;
     }
 
-    /// <summary>
-    /// The magazine hit path of a free: pushes a cache-owned block with no atomic instruction. False when the magazine
-    /// is full or a stealer holds it.
-    /// </summary>
+    /// <summary>A push inside the owner's side of the hand-over (see <see cref="PopAsOwner"/>).</summary>
     /// <remarks>Written with one exit per outcome (no flag variable), so the inlined caller branches on the outcome directly.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool TryPush(Magazine m, int order, uint pfn)
+    private static bool PushAsOwner(Magazine m, int order, uint pfn, bool symmetric)
     {
-        Volatile.Write(ref m.Hot.Busy, 1);
-        if (Volatile.Read(ref m.Hot.StealPending) == 0 && PoolPush(m, order, pfn))
+        if ((symmetric ? EnterSymmetric(m) : EnterAsymmetric(m)) && PoolPush(m, order, pfn))
         {
-            Volatile.Write(ref m.Hot.Busy, 0);
+            LeaveOwner(m);
             return true;
         }
 
-        Volatile.Write(ref m.Hot.Busy, 0);
+        LeaveOwner(m);
         return false;
     }
+
+    /// <summary>
+    /// Owner transition, asymmetric form: outside -> inside (<c>Busy</c> 0 -> 1), then whether the magazine is the
+    /// owner's (no <c>StealPending</c>). True: the owner may touch the slots until <see cref="LeaveOwner"/>.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: the owner and a stealer never both work on the slots. Ordering: a release store, then an acquire
+    /// load, and no fence between them: the hardware may perform the load before the store is visible (x64's store
+    /// buffer; arm64 with an RCpc <c>ldapr</c>), and the JIT keeps the two in program order (volatile accesses are not
+    /// reordered with each other). The missing store-load order is supplied by the stealer's
+    /// <see cref="Interlocked.MemoryBarrierProcessWide"/> (<see cref="AnnounceSteal"/>), assumed to run a full barrier on
+    /// every CPU that runs a thread of the process, at an instruction boundary of whatever runs there (a thread that is
+    /// not running passed a full barrier when it was switched out): if that barrier lands on the owner's CPU before this
+    /// store, the stealer's <c>StealPending</c> store, made before it, is visible to this load; if it lands after this
+    /// store, the store is visible to the stealer's load of <c>Busy</c>, made after it. Either way one side sees the
+    /// other's flag. That assumption holds only where <see cref="ProcessBarrier.Kind"/> says so; elsewhere the caches
+    /// use <see cref="EnterSymmetric"/>.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool EnterAsymmetric(Magazine m)
+    {
+        Volatile.Write(ref m.Hot.Busy, 1);
+        return Volatile.Read(ref m.Hot.StealPending) == 0;
+    }
+
+    /// <summary>Owner transition, symmetric form: as <see cref="EnterAsymmetric"/>, with a full fence between the store and the load.</summary>
+    /// <remarks>
+    /// Invariant: as <see cref="EnterAsymmetric"/>. Ordering: Dekker with a full fence on both sides. The owner stores
+    /// <c>Busy</c> = 1, fences, loads <c>StealPending</c>; the stealer stores <c>StealPending</c> = 1, fences
+    /// (<see cref="AnnounceSteal"/>), loads <c>Busy</c>. Whichever fence comes second in the fences' total order makes
+    /// the other side's store visible to the load after it, so at least one side sees the other's flag. No trust in
+    /// any process-wide barrier.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool EnterSymmetric(Magazine m)
+    {
+        Volatile.Write(ref m.Hot.Busy, 1);
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref m.Hot.StealPending) == 0;
+    }
+
+    /// <summary>Owner transition: inside -> outside (<c>Busy</c> 1 -> 0), in both forms.</summary>
+    /// <remarks>
+    /// Invariant: a stealer that reads <c>Busy</c> = 0 after announcing its steal finds the owner's last operation
+    /// complete. Ordering: a release store, so every slot and count access of the operation is visible before it; the
+    /// stealer reads <c>Busy</c> with acquire.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LeaveOwner(Magazine m) => Volatile.Write(ref m.Hot.Busy, 0);
 
     /// <summary>
     /// Pops a block from a magazine the caller owns right now: the one-entry top first, then the slot stack. A
@@ -239,7 +314,7 @@ internal sealed unsafe class PageCaches : IDisposable
     public void Free(uint pfn, int order)
     {
         Magazine? m = ThreadMagazine();
-        if (m is null || !TryPush(m, order, pfn))
+        if (m is null || !OwnerPush(m, order, pfn))
         {
             FreeSlow(m, pfn, order);
         }
@@ -329,17 +404,7 @@ internal sealed unsafe class PageCaches : IDisposable
         try
         {
             Magazine[] mags = Array.FindAll(Volatile.Read(ref _magazines), m => m.Thread is not null);
-            foreach (Magazine m in mags)
-            {
-                Volatile.Write(ref m.Hot.StealPending, 1);
-            }
-
-            if (mags.Length > 0)
-            {
-                // The asymmetric half of the hand-over (see Magazine): after this, an owner is either visibly Busy or
-                // will see StealPending on its next operation.
-                Interlocked.MemoryBarrierProcessWide();
-            }
+            AnnounceSteal(mags);
 
             List<Magazine>? exited = null;
             foreach (Magazine m in mags)
@@ -442,10 +507,10 @@ internal sealed unsafe class PageCaches : IDisposable
     private bool TryAllocSlow(Magazine? m, int order, out uint pfn)
     {
         m ??= CurrentMagazine();
-        Volatile.Write(ref m.Hot.Busy, 1);
+        bool owned = _symmetric ? EnterSymmetric(m) : EnterAsymmetric(m);
         try
         {
-            if (Volatile.Read(ref m.Hot.StealPending) == 0)
+            if (owned)
             {
                 ref int count = ref m.Hot.Count(order);
                 if (count == 0)
@@ -466,7 +531,7 @@ internal sealed unsafe class PageCaches : IDisposable
         }
         finally
         {
-            Volatile.Write(ref m.Hot.Busy, 0);
+            LeaveOwner(m);
         }
 
         // A stealer holds the magazine right now: go around it, straight to the shared allocator.
@@ -483,10 +548,10 @@ internal sealed unsafe class PageCaches : IDisposable
     public void FreeSlow(Magazine? m, uint pfn, int order)
     {
         m ??= CurrentMagazine();
-        Volatile.Write(ref m.Hot.Busy, 1);
+        bool owned = _symmetric ? EnterSymmetric(m) : EnterAsymmetric(m);
         try
         {
-            if (Volatile.Read(ref m.Hot.StealPending) == 0)
+            if (owned)
             {
                 ref int count = ref m.Hot.Count(order);
                 if (count >= Capacity(order))
@@ -501,7 +566,7 @@ internal sealed unsafe class PageCaches : IDisposable
         }
         finally
         {
-            Volatile.Write(ref m.Hot.Busy, 0);
+            LeaveOwner(m);
         }
 
         _arena.ReleaseCachedToCore(pfn, order);
@@ -693,6 +758,44 @@ internal sealed unsafe class PageCaches : IDisposable
         }
 
         return moved;
+    }
+
+    /// <summary>
+    /// Stealer transition: marks every magazine in <paramref name="mags"/> <c>StealPending</c>, then fences, so that the
+    /// loads of <c>Busy</c> that follow decide which magazines are the stealer's.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: after this, each owner either is visibly <c>Busy</c> (the stealer waits or skips it) or sees
+    /// <c>StealPending</c> = 1 at its next entry (it stays off the slots). Ordering: release stores, then the stealer's
+    /// half of the Dekker handshake. Asymmetric form: <see cref="Interlocked.MemoryBarrierProcessWide"/>, assumed to
+    /// run a full barrier on every CPU that runs a thread of the process (see <see cref="EnterAsymmetric"/> and
+    /// <see cref="ProcessBarrier"/>); it also orders these stores before this thread's later loads. Symmetric form: a
+    /// local full fence, matched by the one in <see cref="EnterSymmetric"/>.
+    /// </remarks>
+    private void AnnounceSteal(Magazine[] mags)
+    {
+        foreach (Magazine m in mags)
+        {
+            Volatile.Write(ref m.Hot.StealPending, 1);
+        }
+
+        if (mags.Length == 0)
+        {
+            return;
+        }
+
+        if (_symmetric)
+        {
+            Interlocked.MemoryBarrier();
+        }
+        else if (_legacyNoRemoteBarrier)
+        {
+            Legacy.LegacyHandOver.StealerFenceWithoutRemoteBarrier();
+        }
+        else
+        {
+            Interlocked.MemoryBarrierProcessWide();
+        }
     }
 
     private bool EnterStealer(bool wait)
