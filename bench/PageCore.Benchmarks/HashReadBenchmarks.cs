@@ -73,10 +73,10 @@ public class HashReadBenchmarks
         b.Setup();
         (string Name, Func<long> Body, int Reps)[] rows =
         [
-            ("translate (hit), legacy reads", b.TranslateLegacy, 4000),
-            ("translate (hit), entry read whole", b.TranslateFixed, 4000),
-            ("fault+zap per page, legacy reads", b.CycleLegacy, 100),
-            ("fault+zap per page, entry read whole", b.CycleFixed, 100),
+            ("translate (hit), legacy reads", b.TranslateLegacy, 500),
+            ("translate (hit), entry read whole", b.TranslateFixed, 500),
+            ("fault+zap per page, legacy reads", b.CycleLegacy, 20),
+            ("fault+zap per page, entry read whole", b.CycleFixed, 20),
         ];
         double[] best = [.. rows.Select(_ => double.MaxValue)];
         long sink = 0;
