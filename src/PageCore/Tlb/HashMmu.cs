@@ -355,6 +355,11 @@ public sealed partial class HashMmu
         return slot;
     }
 
+    /// <summary>
+    /// Clears slot <paramref name="i"/> if it holds the valid entry of <paramref name="tag"/>. Keeps: only that exact V is
+    /// cleared (a CAS on the value seen, a full fence), so an entry evicted and reused is left alone; R is not written, so
+    /// a reader between its reads sees V changed on its recheck and drops the slot (<see cref="ReadSlot"/>).
+    /// </summary>
     private bool InvalidateAt(int i, ulong tag)
     {
         var spin = new SpinWait();
