@@ -9,13 +9,20 @@ namespace PageCore.Benchmarks;
 /// Runs the benchmarks on the host runtime (BenchmarkDotNet 0.14.0 has no net10 moniker: never pass --runtimes).
 /// BenchmarkDotNet exits 0 even when it ran nothing, so this program sets its own exit code: 1 when a benchmark was
 /// rejected or failed, or when nothing ran. With <c>--results DIR</c> it copies the GitHub-markdown reports to DIR.
-/// <c>--native-interleaved [rounds]</c> runs <see cref="InterleavedNative"/> instead of BenchmarkDotNet.
+/// <c>--native-interleaved [rounds]</c> runs <see cref="InterleavedNative"/> instead of BenchmarkDotNet;
+/// <c>--hash-reads-interleaved [rounds]</c> runs <see cref="HashReadBenchmarks.RunInterleaved"/>.
 /// </summary>
 public static class Program
 {
     /// <summary>Entry point.</summary>
     public static int Main(string[] args)
     {
+        int hashReads = Array.IndexOf(args, "--hash-reads-interleaved");
+        if (hashReads >= 0)
+        {
+            return HashReadBenchmarks.RunInterleaved(hashReads + 1 < args.Length && int.TryParse(args[hashReads + 1], out int n) ? n : 30);
+        }
+
         int interleaved = Array.IndexOf(args, "--native-interleaved");
         if (interleaved >= 0)
         {

@@ -100,6 +100,11 @@ public sealed class StressHarnessTests(ITestOutputHelper output)
 
     public static TheoryData<string> LegacyScenarioNames => new(ScenarioCatalog.All.Where(s => s.HasLegacyForm).Select(s => s.Name));
 
+    /// <summary>
+    /// Each legacy form is caught: one run that stops at its first violation, at most <see cref="LegacyBudget"/>. The
+    /// budget adapts to a loaded machine (a form caught late is not a failure while the budget lasts, and a sound form
+    /// costs only its time to detection, which is printed).
+    /// </summary>
     [Theory(Timeout = TimeoutMs)]
     [MemberData(nameof(LegacyScenarioNames))]
     public async Task EveryLegacyFormIsCaught(string name)

@@ -17,8 +17,15 @@ namespace PageCore;
 /// page number) and R (PFN and a write permission bit). A slot is claimed by CAS of V from 0 (or from the victim's
 /// value when evicting) to a locked value, R is written, and a release store of V makes it valid; an invalidation is a
 /// CAS of V from exactly (valid, tag) to 0, so an entry that was evicted and reused is never invalidated by mistake.</para>
+/// <para>The table is the judge of rule 5, so it must never lie: no torn translation (address A with B's page), no
+/// duplicate reported that never existed, no duplicate missed. R carries a generation, bumped by every write of R (only
+/// the holder of the slot's lock writes it), and a reader takes an entry as (R, V, R): the entry is consistent when V is
+/// the entry's and both reads of R agree (<see cref="ReadSlot"/>). A multi-hit is reported only when the first entry is
+/// seen unchanged after the second was read (<see cref="TryTranslate"/>), and an insert scans again after claiming its
+/// slot, so two inserts of one address at once are caught by one of them (<see cref="Insert"/>).
+/// <see cref="LegacyUncheckedReads"/> keeps the earlier reads (<see cref="Legacy.LegacyHashTranslate"/>).</para>
 /// </remarks>
-public sealed class HashMmu
+public sealed partial class HashMmu
 {
     /// <summary>Slots per group (<c>HPTES_PER_GROUP</c>).</summary>
     public const int SlotsPerGroup = 8;
@@ -28,6 +35,9 @@ public sealed class HashMmu
     private const ulong TagMask = (1UL << 56) - 1;
     private const int AsidShift = 40;
     private const ulong WriteBit = 1UL << 63;
+    private const ulong PfnMask = uint.MaxValue;
+    private const ulong GenerationOne = 1UL << 32;
+    private const ulong GenerationMask = ((1UL << 31) - 1) << 32;
 
     private readonly ulong[] _v;
     private readonly ulong[] _r;
@@ -80,34 +90,55 @@ public sealed class HashMmu
     /// <param name="pfn">The translated page.</param>
     /// <param name="writable">Whether the entry allows writes.</param>
     /// <returns>True on a hit; false on a miss (a hash fault follows).</returns>
+    /// <remarks>
+    /// A consistent entry only (<see cref="TryReadEntry"/>): the page returned is the one the matching V published. A
+    /// second match is a multi-hit only if the first entry is still there, unchanged, after the second was read: then
+    /// both were valid at the instant the second was read. Otherwise the first was invalidated or replaced meanwhile (an
+    /// entry seen twice, at its old slot and its new one) and the later one is the translation. A scan is not a
+    /// snapshot, so it may miss a duplicate that comes and goes while it runs; duplicates are judged at insert
+    /// (<see cref="Insert"/>), where none is missed.
+    /// </remarks>
     public bool TryTranslate(int asid, ulong va, out Pfn pfn, out bool writable)
     {
+        if (LegacyUncheckedReads)
+        {
+            return Legacy.LegacyHashTranslate.TryTranslate(this, asid, va, out pfn, out writable);
+        }
+
         ulong tag = Tag(asid, va);
-        pfn = default;
-        writable = false;
-        int hits = 0;
+        int first = -1;
+        ulong firstR = 0;
         for (int k = 0; k < 2; k++)
         {
             int g = Group(tag, k);
             for (int i = g * SlotsPerGroup; i < (g + 1) * SlotsPerGroup; i++)
             {
-                if (Volatile.Read(ref _v[i]) == (ValidBit | tag))
+                if (Volatile.Read(ref _v[i]) != (ValidBit | tag))
                 {
-                    ulong r = Volatile.Read(ref _r[i]);
-                    if (hits++ == 0)
-                    {
-                        pfn = new Pfn((uint)r);
-                        writable = (r & WriteBit) != 0;
-                    }
-                    else
-                    {
-                        Violation($"T2: a translation of asid {asid} va 0x{va:x} matched two valid entries ({pfn} and pfn 0x{(uint)r:x}): a multi-hit");
-                    }
+                    continue; // the common miss: one load per slot, as before
                 }
+
+                ProbeHook?.Invoke(HashProbe.TranslateMatched, i);
+                if (!TryReadEntry(i, tag, out ulong r))
+                {
+                    continue; // invalidated or reused since the match
+                }
+
+                ProbeHook?.Invoke(HashProbe.TranslateSlotRead, i);
+                if (first >= 0 && IsEntry(first, tag, firstR))
+                {
+                    Violation($"T2: a translation of asid {asid} va 0x{va:x} matched two valid entries (slot {first} pfn 0x{(uint)firstR:x} and slot {i} pfn 0x{(uint)r:x}): a multi-hit");
+                    continue;
+                }
+
+                first = i;
+                firstR = r;
             }
         }
 
-        return hits > 0;
+        pfn = first >= 0 ? new Pfn((uint)firstR) : default;
+        writable = first >= 0 && (firstR & WriteBit) != 0;
+        return first >= 0;
     }
 
     /// <summary>Valid entries of <paramref name="asid"/> right now (a quiescent count).</summary>
@@ -149,23 +180,22 @@ public sealed class HashMmu
     /// </summary>
     /// <returns>The slot (bit 3 = secondary group, bits 0..2 = slot in the group), or -1 when a valid entry for the address
     /// already exists (a violation of T2, recorded with both entries; nothing inserted).</returns>
+    /// <remarks>
+    /// Two scans: before claiming a slot (an entry of the address still valid, seed 003's duplicate) and again after
+    /// claiming it (<see cref="ClaimedAlone"/>), which catches two inserts of one address at once: neither sees the other
+    /// in its first scan, both claim, and the later claim's scan sees the earlier one.
+    /// </remarks>
     internal int Insert(int asid, ulong va, Pfn pfn, bool writable)
     {
         ulong tag = Tag(asid, va);
-        for (int k = 0; k < 2; k++)
+        int live = FindEntry(tag, except: -1);
+        if (live >= 0)
         {
-            int g = Group(tag, k);
-            for (int i = g * SlotsPerGroup; i < (g + 1) * SlotsPerGroup; i++)
-            {
-                ulong v = Volatile.Read(ref _v[i]);
-                if ((v & TagMask) == tag && (v & (ValidBit | LockBit)) != 0)
-                {
-                    Violation($"T2: inserting asid {asid} va 0x{va:x} -> {pfn} while slot {i} still holds a valid entry for it -> pfn 0x{(uint)Volatile.Read(ref _r[i]):x}: a duplicate hash entry (seed 003)");
-                    return -1;
-                }
-            }
+            Violation($"T2: inserting asid {asid} va 0x{va:x} -> {pfn} while slot {live} still holds a valid entry for it -> {DescribeSlot(live, tag)}: a duplicate hash entry (seed 003)");
+            return -1;
         }
 
+        ProbeHook?.Invoke(HashProbe.InsertScanned, -1);
         ulong r = pfn.Value | (writable ? WriteBit : 0);
         for (int attempt = 0; ; attempt++)
         {
@@ -177,7 +207,7 @@ public sealed class HashMmu
                     int i = g * SlotsPerGroup + s;
                     if (Volatile.Read(ref _v[i]) == 0 && Interlocked.CompareExchange(ref _v[i], LockBit | tag, 0) == 0)
                     {
-                        return Publish(i, r, tag, (k << 3) | s);
+                        return ClaimedAlone(i, asid, va, pfn) ? Publish(i, r, tag, (k << 3) | s) : -1;
                     }
                 }
             }
@@ -188,7 +218,7 @@ public sealed class HashMmu
             ulong old = Volatile.Read(ref _v[victim]);
             if ((old & ValidBit) != 0 && (old & LockBit) == 0 && Interlocked.CompareExchange(ref _v[victim], LockBit | tag, old) == old)
             {
-                return Publish(victim, r, tag, victimSlot);
+                return ClaimedAlone(victim, asid, va, pfn) ? Publish(victim, r, tag, victimSlot) : -1;
             }
 
             Interlocked.Decrement(ref _evictions); // lost the victim to someone else: look again
@@ -210,14 +240,15 @@ public sealed class HashMmu
             return false;
         }
 
-        if ((uint)Volatile.Read(ref _r[i]) != pfn.Value)
+        ulong held = Volatile.Read(ref _r[i]);
+        if ((uint)held != pfn.Value)
         {
             // The PTE's page changed without the entry being invalidated: a stale translation (T1/T2).
-            Violation($"T2: asid {asid} va 0x{va:x}: slot {i} translates to pfn 0x{(uint)_r[i]:x} but the PTE maps {pfn}: a stale hash entry");
+            Violation($"T2: asid {asid} va 0x{va:x}: slot {i} translates to pfn 0x{(uint)held:x} but the PTE maps {pfn}: a stale hash entry");
         }
 
-        Volatile.Write(ref _r[i], pfn.Value | (writable ? WriteBit : 0));
-        Volatile.Write(ref _v[i], ValidBit | tag);
+        WriteR(i, pfn.Value | (writable ? WriteBit : 0));
+        Volatile.Write(ref _v[i], ValidBit | tag); // release: the new R (and its generation) before the entry is valid again
         return true;
     }
 
@@ -274,9 +305,9 @@ public sealed class HashMmu
         for (int i = 0; i < _v.Length; i++)
         {
             ulong v = Volatile.Read(ref _v[i]);
-            if ((v & ValidBit) != 0 && (int)((v & TagMask) >> AsidShift) == asid)
+            if ((v & ValidBit) != 0 && (int)((v & TagMask) >> AsidShift) == asid && TryReadEntry(i, v & TagMask, out ulong r))
             {
-                list.Add(((v & ((1UL << AsidShift) - 1)) << 12, new Pfn((uint)Volatile.Read(ref _r[i]))));
+                list.Add(((v & ((1UL << AsidShift) - 1)) << 12, new Pfn((uint)r)));
             }
         }
 
@@ -292,7 +323,7 @@ public sealed class HashMmu
             int g = Group(tag, k);
             for (int i = g * SlotsPerGroup; i < (g + 1) * SlotsPerGroup; i++)
             {
-                if (Volatile.Read(ref _v[i]) == (ValidBit | tag) && (uint)Volatile.Read(ref _r[i]) == pfn.Value)
+                if (Volatile.Read(ref _v[i]) == (ValidBit | tag) && TryReadEntry(i, tag, out ulong r) && (uint)r == pfn.Value)
                 {
                     return true;
                 }
@@ -312,14 +343,23 @@ public sealed class HashMmu
         }
     }
 
+    /// <summary>
+    /// Makes the claimed slot <paramref name="i"/> valid. Keeps: R is written before V says valid (the release store of V
+    /// orders the store of R before it, on arm64 too), so a reader whose acquire load of V sees the entry sees its R.
+    /// </summary>
     private int Publish(int i, ulong r, ulong tag, int slot)
     {
-        Volatile.Write(ref _r[i], r);
+        WriteR(i, r);
         Volatile.Write(ref _v[i], ValidBit | tag); // release: R is visible before the entry is valid
         Interlocked.Increment(ref _inserts);
         return slot;
     }
 
+    /// <summary>
+    /// Clears slot <paramref name="i"/> if it holds the valid entry of <paramref name="tag"/>. Keeps: only that exact V is
+    /// cleared (a CAS on the value seen, a full fence), so an entry evicted and reused is left alone; R is not written, so
+    /// a reader between its reads sees V changed on its recheck and drops the slot (<see cref="ReadSlot"/>).
+    /// </summary>
     private bool InvalidateAt(int i, ulong tag)
     {
         var spin = new SpinWait();
