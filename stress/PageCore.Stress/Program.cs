@@ -27,6 +27,7 @@ public static class Program
     {
         var scenarioArg = new Argument<string>("scenario") { Description = "The scenario to run (see 'list')." };
         var legacy = new Option<bool>("--legacy") { Description = "Run the historical (broken) form of the scenario, where it has one." };
+        var legacyReclaim = new Option<bool>("--legacy-reclaim") { Description = "pgtable-free, pagecache-lookup, epoch-reclaim: the epoch domain reclaims with the historical (broken) algorithm; judged like --legacy." };
         var threads = new Option<int>("--threads") { Description = "Worker threads (default: 2 x processor count).", DefaultValueFactory = _ => 2 * Environment.ProcessorCount };
         var duration = new Option<string>("--duration") { Description = "How long to run: 500ms, 10s, 2m (default 10s).", DefaultValueFactory = _ => "10s" };
         var seed = new Option<int?>("--seed") { Description = "Random seed (default: a random one, printed)." };
@@ -40,10 +41,10 @@ public static class Program
         var list = new Command("list", "List every scenario, its kernel counterpart, the rule it exercises, and whether it has a legacy form.");
         list.SetAction(_ => List());
 
-        var run = new Command("run", "Run one scenario.") { scenarioArg, legacy, threads, duration, seed, pin, json, pages, dumpOnBug };
+        var run = new Command("run", "Run one scenario.") { scenarioArg, legacy, legacyReclaim, threads, duration, seed, pin, json, pages, dumpOnBug };
         run.SetAction(pr => Run(
             pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(threads), pr.GetValue(duration)!,
-            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug)));
+            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug), pr.GetValue(legacyReclaim)));
 
         var ps = new Command("ps", "List the .NET processes that can be monitored.");
         ps.SetAction(_ => Ps());
@@ -203,7 +204,7 @@ public static class Program
         return Pass;
     }
 
-    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug = null)
+    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug = null, bool legacyReclaim = false)
     {
         IScenario? scenario = ScenarioCatalog.Find(name);
         if (scenario is null)
@@ -214,6 +215,11 @@ public static class Program
         if (legacy && !scenario.HasLegacyForm)
         {
             return Bad($"scenario '{scenario.Name}' has no legacy form (see 'list').");
+        }
+
+        if (legacyReclaim && scenario is not (PgtableFreeScenario or PageCacheLookupScenario or EpochReclaimScenario))
+        {
+            return Bad($"scenario '{scenario.Name}' uses no epoch domain; --legacy-reclaim applies to pgtable-free, pagecache-lookup and epoch-reclaim.");
         }
 
         if (Validate(threads, durationText, pages, out TimeSpan duration) is { } problem)
@@ -227,10 +233,10 @@ public static class Program
         }
 
         int actualSeed = seed ?? Random.Shared.Next();
-        Console.WriteLine($"pagecore-stress run {scenario.Name}{(legacy ? " --legacy" : "")} --threads {threads} --duration {durationText} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}");
+        Console.WriteLine($"pagecore-stress run {scenario.Name}{(legacy ? " --legacy" : "")}{(legacyReclaim ? " --legacy-reclaim" : "")} --threads {threads} --duration {durationText} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}");
         Console.WriteLine($"machine: {Report.Machine()}");
         bool live = !Console.IsOutputRedirected && !Console.IsErrorRedirected && Environment.GetEnvironmentVariable("CI") is null;
-        var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, pin, Console.Out, live);
+        var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, pin, Console.Out, live) { LegacyReclaim = legacyReclaim };
         StressResult result = RunForm(scenario, ctx);
         Report.Print(Console.Out, ctx, result);
         if (jsonPath is not null)
@@ -239,7 +245,7 @@ public static class Program
             Console.WriteLine($"  JSON: {jsonPath}");
         }
 
-        if (legacy)
+        if (legacy || legacyReclaim)
         {
             bool caught = result.Violations > 0;
             Console.WriteLine(caught

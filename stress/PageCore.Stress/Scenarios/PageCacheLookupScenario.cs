@@ -33,7 +33,7 @@ public sealed class PageCacheLookupScenario : IScenario
         ctx.DeclareOperations(new OpKind("lookup hit", [ArenaCounter.SpeculativeGetRetries], []), new OpKind("lookup miss", [], []),
             new OpKind("insert", [], [ArenaCounter.CoreAllocs, ArenaCounter.CacheRefills], TakesLock: true),
             new OpKind("remove", [], [], TakesLock: true), new OpKind("split", [], [], TakesLock: true));
-        var epochs = new EpochDomain();
+        EpochDomain epochs = EpochReclaimScenario.NewDomain(ctx.LegacyReclaim);
         var cache = new PageCacheIndex(arena, epochs, buckets: 1 << 14);
         int writers = Math.Max(1, ctx.Threads / 2);
         var writerThreads = Enumerable.Range(0, writers)
