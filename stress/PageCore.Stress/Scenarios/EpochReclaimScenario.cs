@@ -48,8 +48,24 @@ public sealed class EpochReclaimScenario : IScenario
         }
 
         EpochDomain domain = EpochDomain.CreateWithLegacyReclaim();
-        domain.WindowHook = Widen;
+        domain.WindowHook = Linger;
         return domain;
+    }
+
+    /// <summary>
+    /// The hook for scenarios given the historical reclaim: every pass lingers a millisecond after its bound (a
+    /// preemption at the worst point), so the readers that enter meanwhile are the ones its stale bound ignores.
+    /// </summary>
+    internal static void Linger(ReclaimWindow window)
+    {
+        if (window == ReclaimWindow.AfterBound)
+        {
+            Thread.Sleep(1);
+        }
+        else if (Random.Shared.Next(8) == 0)
+        {
+            Thread.Yield(); // now and then between a peek and its dequeue, where two passes can swap items
+        }
     }
 
     /// <summary>
