@@ -47,7 +47,7 @@ public sealed class PageCacheLookupScenario : IScenario
             // reach must not be recycled meanwhile.
             TraversalHook = static () =>
             {
-                if (Random.Shared.Next(2048) == 0)
+                if (Random.Shared.Next(8192) == 0)
                 {
                     Thread.Sleep(1);
                 }
