@@ -74,18 +74,13 @@ public sealed class EpochReclaimScenario : IScenario
     /// </summary>
     internal static void Widen(ReclaimWindow window)
     {
-        int r = Random.Shared.Next(8);
-        if (r == 0)
+        if (Random.Shared.Next(2) == 0)
         {
-            Thread.Sleep(1); // a preemption: readers enter, load and are unlinked from meanwhile
-        }
-        else if (window == ReclaimWindow.BetweenPeekAndDequeue || r < 3)
-        {
-            Thread.Yield();
+            Thread.Sleep(1); // a preemption: readers enter, load, and objects are unlinked meanwhile
         }
         else
         {
-            Thread.SpinWait(64 << r);
+            Thread.Yield();
         }
     }
 
