@@ -21,6 +21,15 @@ public sealed class EpochReclaimScenario : IScenario
     private const int Slots = 64;
     private const int Deferrer = 0, Reclaimer = 1, Section = 2, Check = 3;
 
+    [ThreadStatic]
+    private static bool t_noLinger;
+
+    /// <summary>
+    /// The calling thread's passes do not linger in <see cref="Linger"/>: a worker whose deferrals start passes under
+    /// its own locks (page-table locks), where lingering only convoys the other workers.
+    /// </summary>
+    internal static void MarkNoLinger() => t_noLinger = true;
+
     /// <inheritdoc />
     public string Name => "epoch-reclaim";
 
@@ -58,6 +67,11 @@ public sealed class EpochReclaimScenario : IScenario
     /// </summary>
     internal static void Linger(ReclaimWindow window)
     {
+        if (t_noLinger)
+        {
+            return; // a thread whose passes may run under its own locks (see MarkNoLinger)
+        }
+
         if (window == ReclaimWindow.AfterBound)
         {
             Thread.Sleep(1);

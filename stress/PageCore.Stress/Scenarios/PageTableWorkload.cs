@@ -69,6 +69,7 @@ internal sealed class PageTableWorkload
 
     private void Work(Recorder rec, int id)
     {
+        EpochReclaimScenario.MarkNoLinger();
         var rng = new Random(_ctx.Seed * 31 + id);
         int total = _weights.Sum();
         ulong huge = _mm.HugePageSize;
