@@ -894,19 +894,9 @@ public sealed unsafe partial class PageArena : IDisposable
         }
     }
 
+    /// <summary>The shared allocator had no block: reclaim (caches, then epoch domains), then try again (PageArena.Reclaim.cs).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool TryAllocAfterReclaim(int order, out uint p)
-    {
-        if (_caches is not null)
-        {
-            // Pages sitting in other threads' magazines and in the depots come back to the shared allocator first,
-            // without waiting for any thread (drain_all_pages on the allocation failure path).
-            _counters?.Add(ArenaCounter.Reclaims);
-            _caches.Drain(wait: false);
-        }
-
-        return _core.TryAlloc(order, out p);
-    }
+    private bool TryAllocAfterReclaim(int order, out uint p) => ReclaimAndRetry(order, out p);
 
     /// <summary>The descriptor of <paramref name="p"/>, after the bounds check every public entry does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -28,6 +28,7 @@ public static class Program
     {
         var scenarioArg = new Argument<string>("scenario") { Description = "The scenario to run (see 'list')." };
         var legacy = new Option<bool>("--legacy") { Description = "Run the historical (broken) form of the scenario, where it has one." };
+        var legacyReclaim = new Option<bool>("--legacy-reclaim") { Description = "pgtable-free, pagecache-lookup, epoch-reclaim: the epoch domain reclaims with the historical (broken) algorithm; judged like --legacy." };
         var threads = new Option<int>("--threads") { Description = "Worker threads (default: 2 x processor count).", DefaultValueFactory = _ => 2 * Environment.ProcessorCount };
         var duration = new Option<string>("--duration") { Description = "How long to run: 500ms, 10s, 2m (default 10s).", DefaultValueFactory = _ => "10s" };
         var seed = new Option<int?>("--seed") { Description = "Random seed (default: a random one, printed)." };
@@ -44,10 +45,10 @@ public static class Program
         var list = new Command("list", "List every scenario, its kernel counterpart, the rule it exercises, and whether it has a legacy form.");
         list.SetAction(_ => List());
 
-        var run = new Command("run", "Run one scenario. The duration counts from the moment every thread has started.") { scenarioArg, legacy, threads, duration, seed, pin, json, pages, dumpOnBug, minOps };
+        var run = new Command("run", "Run one scenario. The duration counts from the moment every thread has started.") { scenarioArg, legacy, legacyReclaim, threads, duration, seed, pin, json, pages, dumpOnBug, minOps };
         run.SetAction(pr => Run(
             pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(threads), pr.GetValue(duration)!,
-            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug), pr.GetValue(minOps)));
+            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug), pr.GetValue(minOps), pr.GetValue(legacyReclaim)));
 
         var ps = new Command("ps", "List the .NET processes that can be monitored.");
         ps.SetAction(_ => Ps());
@@ -204,7 +205,7 @@ public static class Program
         return Pass;
     }
 
-    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug, long? minOps)
+    private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug, long? minOps, bool legacyReclaim = false)
     {
         IScenario? scenario = ScenarioCatalog.Find(name);
         if (scenario is null)
@@ -215,6 +216,11 @@ public static class Program
         if (legacy && !scenario.HasLegacyForm)
         {
             return Bad($"scenario '{scenario.Name}' has no legacy form (see 'list').");
+        }
+
+        if (legacyReclaim && scenario is not (PgtableFreeScenario or PageCacheLookupScenario or EpochReclaimScenario))
+        {
+            return Bad($"scenario '{scenario.Name}' uses no epoch domain; --legacy-reclaim applies to pgtable-free, pagecache-lookup and epoch-reclaim.");
         }
 
         if (Validate(threads, durationText, pages, out TimeSpan duration) is { } problem)
@@ -234,10 +240,10 @@ public static class Program
         }
 
         int actualSeed = seed ?? Random.Shared.Next();
-        Console.WriteLine($"pagecore-stress run {scenario.Name}{(legacy ? " --legacy" : "")} --threads {threads} --duration {durationText} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}");
+        Console.WriteLine($"pagecore-stress run {scenario.Name}{(legacy ? " --legacy" : "")}{(legacyReclaim ? " --legacy-reclaim" : "")} --threads {threads} --duration {durationText} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}");
         Console.WriteLine($"machine: {Report.Machine()}");
         bool live = !Console.IsOutputRedirected && !Console.IsErrorRedirected && Environment.GetEnvironmentVariable("CI") is null;
-        var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, pin, Console.Out, live);
+        var ctx = new StressContext(threads, duration, actualSeed, pages, legacy, pin, Console.Out, live) { LegacyReclaim = legacyReclaim };
         StressResult result = RunForm(scenario, ctx);
         Report.Print(Console.Out, ctx, result, minimum);
         if (jsonPath is not null)
@@ -250,7 +256,7 @@ public static class Program
         Console.WriteLine(outcome switch
         {
             Outcome.Caught => $"CAUGHT: the legacy form violated its invariants ({result.Violations} violations, first after {result.FirstViolationAt?.TotalMilliseconds:F0} ms)",
-            Outcome.Inconclusive when legacy => "INCONCLUSIVE: the legacy form was not caught in time (not a pass); run longer or with more threads",
+            Outcome.Inconclusive when legacy || legacyReclaim => "INCONCLUSIVE: the legacy form was not caught in time (not a pass); run longer or with more threads",
             Outcome.Inconclusive => $"INCONCLUSIVE: {Verdict.IdleReason(ctx, minimum)}; the run showed nothing (not a pass)",
             Outcome.Pass => "PASS: every invariant held",
             _ => $"FAIL: {result.Violations} invariant violations (replay with --seed {actualSeed})",

@@ -67,6 +67,12 @@ public sealed class StressContext
     /// <summary>Whether the legacy (historical, broken) form runs.</summary>
     public bool Legacy { get; }
 
+    /// <summary>
+    /// Whether the scenario's epoch domain runs the historical reclaim (<c>--legacy-reclaim</c>: a stale bound, peek
+    /// then dequeue, no driver), with the rest of the scenario in its fixed form.
+    /// </summary>
+    public bool LegacyReclaim { get; init; }
+
     /// <summary>Whether workers are pinned to CPUs round-robin.</summary>
     public bool Pin { get; }
 

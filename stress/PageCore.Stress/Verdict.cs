@@ -41,7 +41,7 @@ public static class Verdict
     /// </summary>
     public static Outcome Judge(StressContext ctx, StressResult result, long minimum)
     {
-        if (ctx.Legacy)
+        if (ctx.Legacy || ctx.LegacyReclaim)
         {
             return result.Violations > 0 ? Outcome.Caught : Outcome.Inconclusive;
         }

@@ -8,6 +8,34 @@ namespace PageCore.Tests;
 public sealed class EpochTests
 {
     [Fact]
+    public void ASectionOfAnOlderDomainIsSeenAfterAnotherDomainWasUsed()
+    {
+        // A thread used A, then B (B's registration is now the thread's newest), and is inside A again: A must know it,
+        // or Synchronize inside A's section would wait for the calling thread itself instead of being refused.
+        using var a = new EpochDomain();
+        using var b = new EpochDomain();
+        using (a.Enter())
+        {
+        }
+
+        using (b.Enter())
+        {
+        }
+
+        using (a.Enter())
+        {
+            Assert.True(a.InSection);
+            Assert.False(b.InSection);
+            Assert.Throws<InvalidOperationException>(() => a.Synchronize());
+            Assert.Throws<InvalidOperationException>(() => a.Barrier());
+            Assert.True(b.Synchronize(TimeSpan.FromSeconds(10)));
+        }
+
+        Assert.False(a.InSection);
+        Assert.True(a.Synchronize(TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
     public void SectionsNestAndSynchronizeWithNoReaderReturnsAtOnce()
     {
         using var domain = new EpochDomain();

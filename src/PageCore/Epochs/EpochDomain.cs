@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using PageCore.Arena;
@@ -28,8 +27,10 @@ namespace PageCore;
 /// <see cref="Synchronize(TimeSpan)"/> then returns false after its timeout, and deferred frees simply stay queued;
 /// memory is held back, never freed early. Calling <see cref="Synchronize()"/> from inside a section of the same
 /// domain would wait for itself and is refused.</para>
+/// <para><b>Deferred items</b> (<see cref="Defer"/>, <see cref="DeferFree"/>) and the threads that run them: see
+/// <see cref="Reclaim"/>.</para>
 /// </remarks>
-public sealed class EpochDomain : IDisposable
+public sealed partial class EpochDomain : IDisposable
 {
     private const int SlotSize = CacheLine.PaddedSize;
 
@@ -37,10 +38,8 @@ public sealed class EpochDomain : IDisposable
 
     private readonly Slot[] _slots;
     private readonly Thread?[] _owners;
-    private readonly ConcurrentQueue<Deferred> _deferred = new();
     private readonly bool _asymmetric;
     private PaddedEpoch _epoch;
-    private int _pendingSinceReclaim;
 
     /// <summary>Creates a domain with room for <paramref name="maxThreads"/> reader threads at a time.</summary>
     /// <param name="maxThreads">Slots (threads that may be registered at once), 1..65536. Default 1024.</param>
@@ -54,20 +53,33 @@ public sealed class EpochDomain : IDisposable
     /// announces with a full fence, as with false. <see cref="AsymmetricAnnounce"/> tells which.
     /// </param>
     public EpochDomain(int maxThreads = 1024, bool asymmetricAnnounce = false)
-        : this(maxThreads, asymmetricAnnounce, forceSymmetric: false)
+        : this(maxThreads, asymmetricAnnounce, forceSymmetric: false, legacyReclaim: false)
     {
     }
 
-    /// <summary>Creates a domain; <paramref name="forceSymmetric"/> (tests) announces with a full fence even where the asymmetric form is trusted.</summary>
-    internal EpochDomain(int maxThreads, bool asymmetricAnnounce, bool forceSymmetric)
+    /// <summary>
+    /// Creates a domain. <paramref name="forceSymmetric"/> (tests) announces with a full fence even where the asymmetric
+    /// form is trusted. With <paramref name="legacyReclaim"/>, deferred items are reclaimed by the historical, broken
+    /// algorithm (<see cref="Legacy.LegacyEpochReclaim"/>: a stale bound, peek then dequeue, no driver), for the race lab
+    /// and the tests only. Never the default: see <see cref="CreateWithLegacyReclaim"/>.
+    /// </summary>
+    internal EpochDomain(int maxThreads, bool asymmetricAnnounce, bool forceSymmetric, bool legacyReclaim = false)
     {
         _asymmetric = asymmetricAnnounce && ProcessBarrier.Resolve(forceSymmetric) == HandOverForm.Asymmetric;
+        _legacyReclaim = legacyReclaim;
         ArgumentOutOfRangeException.ThrowIfLessThan(maxThreads, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(maxThreads, 65536);
         _slots = GC.AllocateArray<Slot>(maxThreads, pinned: true);
         _owners = new Thread?[maxThreads];
         _epoch.Value = 1;
     }
+
+    /// <summary>
+    /// A domain whose <see cref="Reclaim"/> is the historical, broken one (<see cref="Legacy.LegacyEpochReclaim"/>), for the
+    /// race lab (<c>epoch-reclaim --legacy</c>, <c>--legacy-reclaim</c>) and the tests that show it caught.
+    /// </summary>
+    internal static EpochDomain CreateWithLegacyReclaim(int maxThreads = 1024, bool asymmetricAnnounce = false) =>
+        new(maxThreads, asymmetricAnnounce, forceSymmetric: false, legacyReclaim: true);
 
     /// <summary>The current global epoch (starts at 1; advanced by every grace period and deferral).</summary>
     public long CurrentEpoch => Volatile.Read(ref _epoch.Value);
@@ -78,9 +90,6 @@ public sealed class EpochDomain : IDisposable
     /// <see cref="HandOverForm.Asymmetric"/>.
     /// </summary>
     public bool AsymmetricAnnounce => _asymmetric;
-
-    /// <summary>Deferred frees not yet run.</summary>
-    public int PendingDeferred => _deferred.Count;
 
     /// <summary>
     /// <c>rcu_read_lock</c>: enters a read-side section; dispose the guard to leave it (<c>rcu_read_unlock</c>). Memory
@@ -155,7 +164,27 @@ public sealed class EpochDomain : IDisposable
     }
 
     /// <summary>Whether the calling thread is inside a section of this domain.</summary>
-    public bool InSection => t_state is { } s && s.Domain == this && s.Depth > 0;
+    /// <remarks>
+    /// A thread keeps one registration per domain it used, newest first, and <see cref="Enter"/> finds an older one
+    /// without moving it to the front: after sections of A, then B, a thread inside A again has B's registration first.
+    /// The whole list is searched, so that <see cref="Synchronize()"/>, <see cref="Barrier"/> and <c>Dispose</c> called
+    /// inside a section of this domain are refused rather than waiting for the calling thread itself.
+    /// </remarks>
+    public bool InSection
+    {
+        get
+        {
+            for (ThreadState? s = t_state; s is not null; s = s.Next)
+            {
+                if (s.Domain == this)
+                {
+                    return s.Depth > 0;
+                }
+            }
+
+            return false;
+        }
+    }
 
     /// <summary>
     /// <c>synchronize_rcu</c>: returns after every reader that was inside a section when it was called has left.
@@ -168,68 +197,25 @@ public sealed class EpochDomain : IDisposable
     /// <returns>True when the grace period completed; false on timeout (nothing was reclaimed early).</returns>
     public bool Synchronize(TimeSpan timeout)
     {
+        return Synchronize(timeout, out _);
+    }
+
+    /// <summary>
+    /// A grace period: advances the global epoch to <paramref name="target"/> with a full-fence increment, then waits
+    /// until no live reader holds an epoch below it. On true, every item tagged below <paramref name="target"/> (deferred
+    /// before the call) is unreachable to every reader (see <see cref="Barrier"/>).
+    /// </summary>
+    private bool Synchronize(TimeSpan timeout, out long target)
+    {
         if (InSection)
         {
             throw new InvalidOperationException("PageCore: Synchronize was called inside a read-side section of the same domain; it would wait for itself.");
         }
 
-        long target = Interlocked.Increment(ref _epoch.Value);
+        target = Interlocked.Increment(ref _epoch.Value);
         ScanFence();
         return WaitForReadersBefore(target, timeout);
     }
-
-    /// <summary>
-    /// <c>call_rcu</c>: runs <paramref name="callback"/> after a grace period that starts now, on whichever thread next
-    /// reclaims (<see cref="Reclaim"/>, <see cref="Barrier"/>, or a later deferral that finds the queue long).
-    /// </summary>
-    /// <param name="callback">What to run once no reader can still see the object.</param>
-    /// <param name="state">Passed to <paramref name="callback"/>.</param>
-    public void Defer(Action<object?> callback, object? state)
-    {
-        ArgumentNullException.ThrowIfNull(callback);
-        Enqueue(new Deferred(Interlocked.Increment(ref _epoch.Value), callback, state, null, 0, 0));
-    }
-
-    /// <summary>
-    /// Frees a block after a grace period (<c>tlb_remove_table</c> / <c>pte_free_defer</c>): <see cref="PageArena.FreePages"/>
-    /// of <paramref name="pfn"/> at <paramref name="order"/>, once no reader that could still reach it remains.
-    /// </summary>
-    /// <param name="arena">The arena that owns the block.</param>
-    /// <param name="pfn">The block's head; the caller's reference is handed over.</param>
-    /// <param name="order">The block's order.</param>
-    public void DeferFree(PageArena arena, Pfn pfn, int order)
-    {
-        ArgumentNullException.ThrowIfNull(arena);
-        Enqueue(new Deferred(Interlocked.Increment(ref _epoch.Value), null, null, arena, pfn.Value, order));
-    }
-
-    /// <summary>Runs every deferred item whose grace period has completed, without waiting; returns how many ran.</summary>
-    public int Reclaim()
-    {
-        long safe = OldestActiveEpoch();
-        int ran = 0;
-        while (_deferred.TryPeek(out Deferred d) && d.Tag <= safe)
-        {
-            if (_deferred.TryDequeue(out d))
-            {
-                d.Run();
-                ran++;
-            }
-        }
-
-        return ran;
-    }
-
-    /// <summary><c>rcu_barrier</c>: waits for a grace period, then runs every deferred item queued before the call.</summary>
-    /// <exception cref="InvalidOperationException">Called from inside a section of this domain.</exception>
-    public void Barrier()
-    {
-        Synchronize();
-        Reclaim();
-    }
-
-    /// <summary>Runs every pending deferred item after a grace period.</summary>
-    public void Dispose() => Barrier();
 
     internal void Exit(ThreadState s)
     {
@@ -243,36 +229,6 @@ public sealed class EpochDomain : IDisposable
             s.Depth = 0;
             throw new InvalidOperationException("PageCore: an epoch guard was disposed twice or on another thread.");
         }
-    }
-
-    private void Enqueue(Deferred d)
-    {
-        _deferred.Enqueue(d);
-        if (Interlocked.Increment(ref _pendingSinceReclaim) >= 64 && !InSection)
-        {
-            Volatile.Write(ref _pendingSinceReclaim, 0);
-            Reclaim();
-        }
-    }
-
-    /// <summary>The smallest epoch any live reader announced, or <see cref="long.MaxValue"/> with no reader inside.</summary>
-    private long OldestActiveEpoch()
-    {
-        // A fence before the scan: whatever the deferring threads unlinked before queueing is ordered before these slot
-        // reads, so a reader whose slot still reads 0 here can only announce later and then load after the unlink.
-        ScanFence();
-        long min = long.MaxValue;
-        for (int i = 0; i < _slots.Length; i++)
-        {
-            long e = Volatile.Read(ref _slots[i].Epoch);
-            if (e != 0 && e < min && OwnerAlive(i))
-            {
-                min = e;
-            }
-        }
-
-        // Items tagged t are safe once every active reader announced an epoch >= t (it started after the deferral).
-        return min == long.MaxValue ? long.MaxValue : min;
     }
 
     private bool WaitForReadersBefore(long target, TimeSpan timeout)
@@ -359,21 +315,6 @@ public sealed class EpochDomain : IDisposable
         public readonly int Slot = slot;
         public int Depth;
         public ThreadState? Next;
-    }
-
-    private readonly record struct Deferred(long Tag, Action<object?>? Callback, object? State, PageArena? Arena, uint Pfn, int Order)
-    {
-        public void Run()
-        {
-            if (Callback is not null)
-            {
-                Callback(State);
-            }
-            else
-            {
-                Arena!.FreePages(new Pfn(Pfn), Order);
-            }
-        }
     }
 }
 

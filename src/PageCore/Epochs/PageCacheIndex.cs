@@ -52,9 +52,15 @@ public sealed class PageCacheIndex
         _epochs = epochs;
         _buckets = new Node?[buckets];
         _mask = buckets - 1;
-        _recycle = o => _pool.Add((Node)o!);
+        _recycle = o => Recycle((Node)o!);
         MappingId = (ulong)Interlocked.Increment(ref s_nextMapping);
     }
+
+    /// <summary>
+    /// The race lab only: called by a lookup between a node it reached and that node's next link, on the lookup's
+    /// thread, inside its section (a lookup preempted in the middle of a chain). Null by default.
+    /// </summary>
+    internal Action? TraversalHook { get; set; }
 
     /// <summary>The value stored in every cached folio's descriptor as its mapping (<c>folio->mapping</c>).</summary>
     public ulong MappingId { get; }
@@ -228,15 +234,47 @@ public sealed class PageCacheIndex
     /// <summary>The node for a key, read with acquire loads (the chain is immutable once published).</summary>
     private Node? Find(ulong key)
     {
+        Action? window = TraversalHook; // one field read per lookup; null outside the race lab
         for (Node? n = Volatile.Read(ref Bucket(key)); n is not null; n = n.Next)
         {
             if (n.Key == key)
             {
                 return n;
             }
+
+            if (window is not null)
+            {
+                // The node must be the same incarnation after the pause: recycled meanwhile means reclaimed under us.
+                int incarnation = Volatile.Read(ref n.Incarnation);
+                window();
+                if (Volatile.Read(ref n.Incarnation) != incarnation)
+                {
+                    ThrowRetired();
+                }
+            }
+
+            if (n.Retired)
+            {
+                ThrowRetired();
+            }
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// A lookup inside its section reached a node that had been retired, waited out its grace period and gone back to
+    /// the pool: the epochs reclaimed it while this lookup could still reach it.
+    /// </summary>
+    private static void ThrowRetired() =>
+        throw new InvalidOperationException("PageCore: a page-cache lookup reached an index node that was already recycled: the epoch domain reclaimed it while a lookup inside its section could still reach it.");
+
+    /// <summary>A retired node, after its grace period: marked (no lookup may reach it any more), then pooled for reuse.</summary>
+    private void Recycle(Node node)
+    {
+        node.Retired = true;
+        Interlocked.Increment(ref node.Incarnation);
+        _pool.Add(node);
     }
 
     /// <summary>Adds a node at the head of its chain (under the update lock); false if the key is taken. CAS on the
@@ -335,6 +373,7 @@ public sealed class PageCacheIndex
         node.Key = key;
         node.Pfn = pfn;
         node.Next = next;
+        node.Retired = false; // published (if at all) by the bucket CAS, a full fence
         return node;
     }
 
@@ -344,5 +383,11 @@ public sealed class PageCacheIndex
         public ulong Key;
         public uint Pfn;
         public Node? Next;
+
+        /// <summary>Set when the node went back to the pool after its grace period, cleared when it is rented again.</summary>
+        public bool Retired;
+
+        /// <summary>How many times the node was recycled (read only around <see cref="TraversalHook"/>).</summary>
+        public int Incarnation;
     }
 }

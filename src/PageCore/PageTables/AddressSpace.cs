@@ -64,6 +64,7 @@ public sealed unsafe partial class AddressSpace : IPteFragments
         _arena = arena;
         _ownsEpochs = options.Epochs is null;
         _epochs = options.Epochs ?? new EpochDomain();
+        _epochs.RegisterArena(arena); // deferred table frees land in this arena: its failing allocations reclaim them
         FragmentsPerPage = fragmentsPerPage;
         FragmentSize = arena.PageSize / fragmentsPerPage;
         _legacySkipPmdRecheck = options.LegacySkipPmdRecheck;

@@ -6,6 +6,11 @@ namespace PageCore.Stress.Scenarios;
 /// lookup must never return a folio that does not hold the requested key; no reference may leak or underflow; every
 /// page must come back after the run.
 /// </summary>
+/// <remarks>
+/// With <c>--legacy-reclaim</c> the index's epoch domain reclaims with the historical algorithm
+/// (<c>PageCore.Legacy.LegacyEpochReclaim</c>): retired index nodes are recycled while lookups still walk them, and the
+/// index reports the recycled node a lookup reached.
+/// </remarks>
 public sealed class PageCacheLookupScenario : IScenario
 {
     private const ulong Keys = 1 << 14;
@@ -32,14 +37,29 @@ public sealed class PageCacheLookupScenario : IScenario
         ctx.Arena = arena;
         ctx.DeclareOperations(new OpKind("lookup hit", [ArenaCounter.SpeculativeGetRetries], []), new OpKind("lookup miss", [], []),
             new OpKind("insert", [], [ArenaCounter.CoreAllocs, ArenaCounter.CacheRefills], TakesLock: true),
-            new OpKind("remove", [], [], TakesLock: true), new OpKind("split", [], [], TakesLock: true));
-        var epochs = new EpochDomain();
-        var cache = new PageCacheIndex(arena, epochs, buckets: 1 << 14);
+            new OpKind("remove", [], [], TakesLock: true), new OpKind("split", [], [], TakesLock: true),
+            new OpKind("epoch reclaim", [], [], TakesLock: true));
+        EpochDomain epochs = EpochReclaimScenario.NewDomain(ctx.LegacyReclaim);
+        // 1024 buckets for 16K keys: chains of about 16 nodes, so a rewrite retires many nodes a lookup may be walking.
+        var cache = new PageCacheIndex(arena, epochs, buckets: 1 << 10)
+        {
+            // Now and then a lookup is preempted in the middle of a chain, inside its section: the nodes it can still
+            // reach must not be recycled meanwhile.
+            TraversalHook = static () =>
+            {
+                if (Random.Shared.Next(8192) == 0)
+                {
+                    Thread.Sleep(1);
+                }
+            },
+        };
         int writers = Math.Max(1, ctx.Threads / 2);
         var writerThreads = Enumerable.Range(0, writers)
             .Select(i => ($"writer-{i}", (Action<Recorder>)(rec => Write(ctx, arena, cache, rec, i)))).ToList();
         var readers = Enumerable.Range(0, Math.Max(1, ctx.Threads - writers))
-            .Select(i => ($"reader-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Read(ctx, arena, cache, rec, ctx.Seed ^ (0x510E527F * (i + 1)), stop)))).ToList();
+            .Select(i => ($"reader-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Read(ctx, arena, cache, rec, ctx.Seed ^ (0x510E527F * (i + 1)), stop))))
+            .Concat(Enumerable.Range(0, 2).Select(i => ($"reclaimer-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => ReclaimLoop(epochs, rec, stop)))))
+            .ToList();
         TimeSpan elapsed = Harness.Run(ctx, writerThreads, readers);
         for (ulong key = 0; key < Keys; key++)
         {
@@ -101,6 +121,18 @@ public sealed class PageCacheLookupScenario : IScenario
         }
     }
 
+    /// <summary>Two threads reclaim the epochs at once besides the library's own passes: retired nodes are recycled under concurrent passes.</summary>
+    private static void ReclaimLoop(EpochDomain epochs, Recorder rec, CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            long t = rec.Begin();
+            epochs.Reclaim();
+            rec.End(5, t);
+            Thread.Yield();
+        }
+    }
+
     private static void Read(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int seed, CancellationToken stop)
     {
         var rng = new Random(seed);
@@ -127,6 +159,17 @@ public sealed class PageCacheLookupScenario : IScenario
                 {
                     rec.Count(1);
                 }
+            }
+
+            // Between batches a reader is outside any section a moment (reclaim passes then find no reader inside),
+            // and now and then it is preempted.
+            if (rng.Next(2) == 0)
+            {
+                Thread.Yield();
+            }
+            else
+            {
+                Thread.SpinWait(rng.Next(256));
             }
         }
     }

@@ -9,7 +9,7 @@ namespace PageCore.Stress.Scenarios;
 /// </summary>
 internal sealed class PageTableWorkload
 {
-    public const int Map = 0, Fault = 1, Zap = 2, Collapse = 3, Split = 4, Retract = 5, MapHuge = 6, GupFast = 7, MapLock = 8, MapRead = 9;
+    public const int Map = 0, Fault = 1, Zap = 2, Collapse = 3, Split = 4, Retract = 5, MapHuge = 6, GupFast = 7, MapLock = 8, MapRead = 9, Reclaim = 10;
 
     private readonly StressContext _ctx;
     private readonly PageArena _arena;
@@ -37,6 +37,7 @@ internal sealed class PageTableWorkload
         new("map page", [], []), new("fault", [], []), new("zap", [], []), new("collapse", [], []), new("split huge", [], []),
         new("retract", [], []), new("map huge", [], []), new("gup-fast walk", [ArenaCounter.SpeculativeGetRetries], []),
         new("pte_offset_map_lock", [], [], TakesLock: true), new("pte_offset_map scan", [], []),
+        new("epoch reclaim", [], [], TakesLock: true),
     ];
 
     /// <summary>Runs the workers and walkers, then the end-of-run checks on the address space; disposes it.</summary>
@@ -45,7 +46,9 @@ internal sealed class PageTableWorkload
         var workers = Enumerable.Range(0, _ctx.Threads)
             .Select(i => ($"mm-{i}", (Action<Recorder>)(rec => Work(rec, i)))).ToList();
         var background = Enumerable.Range(0, walkers)
-            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Walk(rec, i, stop)))).ToList();
+            .Select(i => ($"walker-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Walk(rec, i, stop))))
+            .Concat(Enumerable.Range(0, 2).Select(i => ($"reclaimer-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => ReclaimLoop(rec, stop)))))
+            .ToList();
         TimeSpan elapsed = Harness.Run(_ctx, workers, background);
         AuditBugs();
         _mm.Epochs.Barrier();
@@ -66,6 +69,7 @@ internal sealed class PageTableWorkload
 
     private void Work(Recorder rec, int id)
     {
+        EpochReclaimScenario.MarkNoLinger();
         var rng = new Random(_ctx.Seed * 31 + id);
         int total = _weights.Sum();
         ulong huge = _mm.HugePageSize;
@@ -171,8 +175,21 @@ internal sealed class PageTableWorkload
                     {
                         // A walker that works on the table a while (a fault-around, a page-table dump): every entry it
                         // reads must be an entry or none, however long it takes.
-                        for (int i = 0; i < 4 * map.Count && CheckEntry(map.Pmd, i % map.Count, map[i % map.Count]); i++)
+                        bool ok = true;
+                        for (int i = 0; ok && i < 4 * map.Count; i++)
                         {
+                            ok = CheckEntry(map.Pmd, i % map.Count, map[i % map.Count]);
+                        }
+
+                        if (ok && rng.Next(4) == 0)
+                        {
+                            // Now and then the walker is preempted on the table and reads it all again afterwards: an
+                            // anchor that stays inside its section across many deferrals and reclaim passes.
+                            Thread.Yield();
+                            for (int i = 0; ok && i < map.Count; i++)
+                            {
+                                ok = CheckEntry(map.Pmd, i, map[i]);
+                            }
                         }
                     }
 
@@ -183,6 +200,21 @@ internal sealed class PageTableWorkload
             {
                 _ctx.Violation(bug);
             }
+        }
+    }
+
+    /// <summary>
+    /// Two threads reclaim the epochs at once besides the library's own passes (every 64th deferral, the timer, a
+    /// failing allocation): concurrent passes are part of the adversary a grace period must hold against.
+    /// </summary>
+    private void ReclaimLoop(Recorder rec, CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            long t = rec.Begin();
+            _mm.Epochs.Reclaim();
+            rec.End(Reclaim, t);
+            Thread.Yield();
         }
     }
 

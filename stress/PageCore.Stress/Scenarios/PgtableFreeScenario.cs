@@ -10,7 +10,9 @@ namespace PageCore.Stress.Scenarios;
 /// <remarks>
 /// Legacy form: detached tables are freed at once (<c>pte_free</c> without a grace period), so a walker that read the
 /// PMD before the detach reads a poisoned table, or finds the lock in its page's descriptor poisoned. Fixed form: every
-/// detached table waits for a grace period of the address space's epochs (<c>pte_free_defer</c>).
+/// detached table waits for a grace period of the address space's epochs (<c>pte_free_defer</c>). With
+/// <c>--legacy-reclaim</c>, the tables wait for a grace period but the epochs reclaim with the historical algorithm
+/// (<c>PageCore.Legacy.LegacyEpochReclaim</c>), which frees them under walkers just the same.
 /// </remarks>
 public sealed class PgtableFreeScenario : IScenario
 {
@@ -35,7 +37,7 @@ public sealed class PgtableFreeScenario : IScenario
         PageArena arena = PageArena.Create(new PageArenaOptions { Pages = Math.Min(ctx.ArenaPages, 32768), Checked = true });
         ctx.Arena = arena;
         ctx.DeclareOperations(PageTableWorkload.Operations);
-        var mm = new AddressSpace(arena, new AddressSpaceOptions { Epochs = new EpochDomain(), LegacyFreeTablesAtOnce = ctx.Legacy });
+        var mm = new AddressSpace(arena, new AddressSpaceOptions { Epochs = EpochReclaimScenario.NewDomain(ctx.LegacyReclaim), LegacyFreeTablesAtOnce = ctx.Legacy });
 
         // Weights of map, fault, zap, collapse, split, retract, map huge: tables are detached and freed often.
         var workload = new PageTableWorkload(ctx, arena, mm, ranges: 4, weights: [10, 30, 20, 12, 8, 10, 10]);

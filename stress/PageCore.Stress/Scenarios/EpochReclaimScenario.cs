@@ -1,0 +1,236 @@
+using System.Runtime.InteropServices;
+
+namespace PageCore.Stress.Scenarios;
+
+/// <summary>
+/// <c>epoch-reclaim</c> (rule 4's grace periods, <c>call_rcu</c>): anchor readers stay inside their epoch sections across
+/// many reclaim passes, loading published objects (pages of a checked arena, stamped with a sequence number) and checking
+/// every object they loaded again and again while still inside; deferrers replace objects and free the old ones through
+/// <see cref="EpochDomain.DeferFree"/>; several reclaimers call <see cref="EpochDomain.Reclaim"/> at once, each held a
+/// moment in the race window by the domain's hook. A freed page is poisoned (checked arena), so a reader that still holds
+/// one sees its stamp change.
+/// </summary>
+/// <remarks>
+/// Legacy form: the historical reclaim (<c>PageCore.Legacy.LegacyEpochReclaim</c>): a bound computed once per pass and
+/// used for items deferred after it, and a peeked item's check applied to whichever item the dequeue returns. Fixed form:
+/// each pass reads the global epoch before it scans the readers, takes each item before checking it, and runs one pass
+/// at a time. Both forms run with the same hook widening the window between the bound and the items.
+/// </remarks>
+public sealed class EpochReclaimScenario : IScenario
+{
+    private const int Slots = 64;
+    private const int Deferrer = 0, Reclaimer = 1, Section = 2, Check = 3;
+
+    [ThreadStatic]
+    private static bool t_noLinger;
+
+    /// <summary>
+    /// The calling thread's passes do not linger in <see cref="Linger"/>: a worker whose deferrals start passes under
+    /// its own locks (page-table locks), where lingering only convoys the other workers.
+    /// </summary>
+    internal static void MarkNoLinger() => t_noLinger = true;
+
+    /// <inheritdoc />
+    public string Name => "epoch-reclaim";
+
+    /// <inheritdoc />
+    public string KernelCounterpart => "call_rcu / rcu_do_batch vs long rcu_read_lock sections (issue 16, findings 1-2)";
+
+    /// <inheritdoc />
+    public string Rule => "rule 4";
+
+    /// <inheritdoc />
+    public bool HasLegacyForm => true;
+
+    /// <inheritdoc />
+    public string Description => "anchor readers inside across many reclaims vs deferrers and several reclaimers, poison on free";
+
+    /// <summary>
+    /// The domain a scenario uses: the historical reclaim when <paramref name="legacyReclaim"/> (then with the hook that
+    /// widens its windows), else the library's default.
+    /// </summary>
+    internal static EpochDomain NewDomain(bool legacyReclaim)
+    {
+        if (!legacyReclaim)
+        {
+            return new EpochDomain();
+        }
+
+        EpochDomain domain = EpochDomain.CreateWithLegacyReclaim();
+        domain.WindowHook = Linger;
+        return domain;
+    }
+
+    /// <summary>
+    /// The hook for scenarios given the historical reclaim: every pass lingers a millisecond after its bound (a
+    /// preemption at the worst point), so the readers that enter meanwhile are the ones its stale bound ignores.
+    /// </summary>
+    internal static void Linger(ReclaimWindow window)
+    {
+        if (t_noLinger)
+        {
+            return; // a thread whose passes may run under its own locks (see MarkNoLinger)
+        }
+
+        if (window == ReclaimWindow.AfterBound)
+        {
+            Thread.Sleep(1);
+        }
+        else if (Random.Shared.Next(8) == 0)
+        {
+            Thread.Yield(); // now and then between a peek and its dequeue, where two passes can swap items
+        }
+    }
+
+    /// <summary>
+    /// The hook: the reclaiming thread lingers between its bound and its items (a preemption, made likely), so readers
+    /// enter and deferrers defer meanwhile.
+    /// </summary>
+    internal static void Widen(ReclaimWindow window)
+    {
+        if (Random.Shared.Next(2) == 0)
+        {
+            Thread.Sleep(1); // a preemption: readers enter, load, and objects are unlinked meanwhile
+        }
+        else
+        {
+            Thread.Yield();
+        }
+    }
+
+    /// <inheritdoc />
+    public StressResult Run(StressContext ctx)
+    {
+        PageArena arena = PageArena.Create(new PageArenaOptions { Pages = Math.Min(ctx.ArenaPages, 16384), Checked = true });
+        ctx.Arena = arena;
+        ctx.DeclareOperations(new OpKind("replace+defer", [], [ArenaCounter.Reclaims]), new OpKind("reclaim", [], [], TakesLock: true),
+            new OpKind("anchor section", [], []), new OpKind("object check", [], []));
+        EpochDomain domain = ctx.Legacy || ctx.LegacyReclaim ? EpochDomain.CreateWithLegacyReclaim() : new EpochDomain();
+        domain.WindowHook = Widen; // both forms face the same adversary
+        long[] published = new long[Slots * 16]; // one slot per 128 bytes
+        long sequence = 0;
+        for (int i = 0; i < Slots; i++)
+        {
+            published[i * 16] = TryNewObject(arena, ref sequence, out Pfn p) ? p.Value : throw new InvalidOperationException("the arena cannot hold the scenario's objects");
+        }
+
+        int deferrers = Math.Max(1, ctx.Threads / 2);
+        int reclaimers = Math.Max(2, ctx.Threads - deferrers);
+        var workers = Enumerable.Range(0, deferrers)
+            .Select(i => ($"deferrer-{i}", (Action<Recorder>)(rec => Defer(ctx, arena, domain, published, rec, i, ref sequence))))
+            .Concat(Enumerable.Range(0, reclaimers).Select(i => ($"reclaimer-{i}", (Action<Recorder>)(rec => ReclaimLoop(ctx, domain, rec)))))
+            .ToList();
+        var anchors = Enumerable.Range(0, Math.Max(2, ctx.Threads / 2))
+            .Select(i => ($"anchor-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => Anchor(ctx, arena, domain, published, rec, ctx.Seed ^ (0x3C6EF372 * (i + 1)), stop))))
+            .ToList();
+        TimeSpan elapsed = Harness.Run(ctx, workers, anchors);
+        domain.WindowHook = null;
+        domain.Barrier();
+        for (int i = 0; i < Slots; i++)
+        {
+            arena.FreePages(new Pfn((uint)published[i * 16]), 0);
+        }
+
+        domain.Dispose();
+        return Harness.Finish(ctx, Name, arena, elapsed);
+    }
+
+    /// <summary>A fresh object: a page whose every word holds its stamp (sequence number above, PFN below).</summary>
+    private static bool TryNewObject(PageArena arena, ref long sequence, out Pfn p)
+    {
+        if (!arena.TryAllocPages(0, out p))
+        {
+            return false;
+        }
+
+        long stamp = (Interlocked.Increment(ref sequence) << 32) | p.Value;
+        MemoryMarshal.Cast<byte, long>(arena.GetSpan(p)).Fill(stamp); // plain stores, published by the exchange
+        return true;
+    }
+
+    private static void Defer(StressContext ctx, PageArena arena, EpochDomain domain, long[] published, Recorder rec, int id, ref long sequence)
+    {
+        var rng = new Random(ctx.Seed + id);
+        while (DateTime.UtcNow < ctx.Deadline)
+        {
+            long t = rec.Begin();
+            if (!TryNewObject(arena, ref sequence, out Pfn fresh))
+            {
+                // The arena's failure path reclaimed what it could; readers hold the rest for now.
+                Thread.Yield();
+                continue;
+            }
+
+            long old = Interlocked.Exchange(ref published[rng.Next(Slots) * 16], fresh.Value); // unlink (full fence)
+            domain.DeferFree(arena, new Pfn((uint)old), 0);
+            rec.End(Deferrer, t);
+        }
+    }
+
+    private static void ReclaimLoop(StressContext ctx, EpochDomain domain, Recorder rec)
+    {
+        while (DateTime.UtcNow < ctx.Deadline)
+        {
+            long t = rec.Begin();
+            domain.Reclaim();
+            rec.End(Reclaimer, t);
+        }
+    }
+
+    /// <summary>
+    /// An anchor: inside a section for a random number of rounds (many reclaim passes), loading objects and checking
+    /// every object it loaded in this section on every round; then outside briefly, so that passes also meet moments with
+    /// no reader inside.
+    /// </summary>
+    private static void Anchor(StressContext ctx, PageArena arena, EpochDomain domain, long[] published, Recorder rec, int seed, CancellationToken stop)
+    {
+        var rng = new Random(seed);
+        var held = new List<(Pfn Page, long Stamp)>();
+        while (!stop.IsCancellationRequested)
+        {
+            long t = rec.Begin();
+            using (domain.Enter())
+            {
+                held.Clear();
+                int rounds = 1 + rng.Next(64);
+                for (int round = 0; round < rounds && !stop.IsCancellationRequested; round++)
+                {
+                    var p = new Pfn((uint)Volatile.Read(ref published[rng.Next(Slots) * 16]));
+                    long stamp = MemoryMarshal.Cast<byte, long>(arena.GetSpan(p))[0];
+                    if ((uint)stamp != p.Value)
+                    {
+                        ctx.Violation($"an anchor read {stamp:x16} from object {p} it had just loaded inside its section: the object was freed (poisoned) while reachable", p);
+                        break;
+                    }
+
+                    held.Add((p, stamp));
+                    foreach ((Pfn page, long expected) in held)
+                    {
+                        Span<long> words = MemoryMarshal.Cast<byte, long>(arena.GetSpan(page));
+                        int k = rng.Next(words.Length);
+                        if (words[k] != expected)
+                        {
+                            ctx.Violation($"an anchor read {words[k]:x16} (word {k}) from object {page} it loaded earlier in the same section, stamped {expected:x16}: the object was freed while a reader that loaded it was still inside", page);
+                            round = rounds; // leave the section
+                            break;
+                        }
+
+                        rec.Count(Check);
+                    }
+
+                    Thread.SpinWait(rng.Next(256));
+                }
+            }
+
+            rec.End(Section, t);
+            if (rng.Next(4) == 0)
+            {
+                Thread.Yield(); // outside a while: passes also meet moments with no reader inside
+            }
+            else
+            {
+                Thread.SpinWait(rng.Next(2048));
+            }
+        }
+    }
+}
