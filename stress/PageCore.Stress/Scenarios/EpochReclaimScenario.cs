@@ -54,7 +54,11 @@ public sealed class EpochReclaimScenario : IScenario
     /// The domain a scenario uses: the historical reclaim when <paramref name="legacyReclaim"/> (then with the hook that
     /// widens its windows), else the library's default.
     /// </summary>
-    internal static EpochDomain NewDomain(bool legacyReclaim)
+    /// <param name="legacyReclaim">Whether the domain reclaims with the historical algorithm.</param>
+    /// <param name="lingerWhenBounded">Whether a historical pass that saw a reader inside (a bound that cannot be stale
+    /// in a harmful way) lingers too; false makes such passes quick, so that passes, and the scans among them that find
+    /// no reader inside, come as often as possible.</param>
+    internal static EpochDomain NewDomain(bool legacyReclaim, bool lingerWhenBounded = true)
     {
         if (!legacyReclaim)
         {
@@ -62,15 +66,24 @@ public sealed class EpochReclaimScenario : IScenario
         }
 
         EpochDomain domain = EpochDomain.CreateWithLegacyReclaim();
-        domain.WindowHook = Linger;
+        domain.WindowHook = window => Linger(domain, window, lingerWhenBounded);
         return domain;
     }
+
+    private static volatile bool s_staleBoundOpen;
+
+    /// <summary>
+    /// True while a pass of the historical reclaim lingers after a bound taken with no reader inside: every item deferred
+    /// meanwhile will be run by that pass whoever reads it. Readers of the scenarios that use <see cref="NewDomain"/>
+    /// pause inside their sections far more often then, so that one of them is on a node when it is retired.
+    /// </summary>
+    internal static bool StaleBoundOpen => s_staleBoundOpen;
 
     /// <summary>
     /// The hook for scenarios given the historical reclaim: every pass lingers a millisecond after its bound (a
     /// preemption at the worst point), so the readers that enter meanwhile are the ones its stale bound ignores.
     /// </summary>
-    internal static void Linger(ReclaimWindow window)
+    internal static void Linger(EpochDomain domain, ReclaimWindow window, bool lingerWhenBounded)
     {
         if (t_noLinger)
         {
@@ -79,7 +92,18 @@ public sealed class EpochReclaimScenario : IScenario
 
         if (window == ReclaimWindow.AfterBound)
         {
-            Thread.Sleep(1);
+            // The pass's bound is stale from here on. It is unbounded (the dangerous case) when it saw no reader inside;
+            // this check is made just after the pass's own scan, so it is a good guess of what the pass saw.
+            if (domain.OldestAnnounced() == long.MaxValue)
+            {
+                s_staleBoundOpen = true;
+                Thread.Sleep(3);
+                s_staleBoundOpen = false;
+            }
+            else if (lingerWhenBounded)
+            {
+                Thread.Sleep(1);
+            }
         }
         else if (Random.Shared.Next(8) == 0)
         {

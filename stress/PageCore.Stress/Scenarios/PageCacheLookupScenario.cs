@@ -39,19 +39,31 @@ public sealed class PageCacheLookupScenario : IScenario
             new OpKind("insert", [], [ArenaCounter.CoreAllocs, ArenaCounter.CacheRefills], TakesLock: true),
             new OpKind("remove", [], [], TakesLock: true), new OpKind("split", [], [], TakesLock: true),
             new OpKind("epoch reclaim", [], [], TakesLock: true));
-        EpochDomain epochs = EpochReclaimScenario.NewDomain(ctx.LegacyReclaim);
-        // 1024 buckets for 16K keys: chains of about 16 nodes, so a rewrite retires many nodes a lookup may be walking.
-        var cache = new PageCacheIndex(arena, epochs, buckets: 1 << 10)
+        EpochDomain epochs = EpochReclaimScenario.NewDomain(ctx.LegacyReclaim, lingerWhenBounded: false);
+        // 64 buckets for 16K keys: chains of about 256 nodes, so a rewrite retires many nodes a lookup may be walking.
+        var cache = new PageCacheIndex(arena, epochs, buckets: 1 << 6)
         {
             // Now and then a lookup is preempted in the middle of a chain, inside its section: the nodes it can still
-            // reach must not be recycled meanwhile.
-            TraversalHook = static () =>
+            // reach must not be recycled meanwhile. Far more often while a pass of the historical reclaim lingers after
+            // a bound that saw no reader (the same hook runs in the fixed form, where that window never opens).
+        };
+
+        // The hook sees the cache: while that window is open, the first node a lookup stands on is retired under it (the
+        // lookup's own key is removed, so its chain is rewritten up to that key, this node included) and the lookup
+        // stays there past the lingering pass, which runs what was deferred meanwhile. The fixed form never opens it.
+        cache.TraversalHook = () =>
+        {
+            if (EpochReclaimScenario.StaleBoundOpen && t_lookupKey != NoKey)
             {
-                if (Random.Shared.Next(8192) == 0)
-                {
-                    Thread.Sleep(1);
-                }
-            },
+                ulong key = t_lookupKey;
+                t_lookupKey = NoKey; // once per lookup
+                cache.TryRemove(key, out _);
+                Thread.Sleep(6);
+            }
+            else if (Random.Shared.Next(8192) == 0)
+            {
+                Thread.Sleep(1);
+            }
         };
         int writers = Math.Max(1, ctx.Threads / 2);
         var writerThreads = Enumerable.Range(0, writers)
@@ -133,6 +145,11 @@ public sealed class PageCacheLookupScenario : IScenario
         }
     }
 
+    private const ulong NoKey = ulong.MaxValue;
+
+    /// <summary>The key the calling reader is looking up (for the traversal hook), or <see cref="NoKey"/>.</summary>
+    [ThreadStatic] private static ulong t_lookupKey;
+
     private static void Read(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int seed, CancellationToken stop)
     {
         var rng = new Random(seed);
@@ -142,6 +159,7 @@ public sealed class PageCacheLookupScenario : IScenario
             {
                 ulong key = (ulong)rng.NextInt64((long)Keys);
                 long t = rec.Begin();
+                t_lookupKey = key;
                 if (cache.TryGet(key, out Pfn folio))
                 {
                     ref Descriptors.PageDescriptor d = ref arena.DescriptorOf(folio);
