@@ -4,9 +4,10 @@ using PageCore.Stress.Scenarios;
 namespace PageCore.Stress;
 
 /// <summary>
-/// <c>race-lab</c>: for every scenario of <see cref="ScenarioCatalog"/> with a legacy form, the legacy form runs until it
-/// is caught (at most <c>--max-legacy</c>, as many times as <c>--legacy-runs</c>) and the time to detection is reported
-/// as measured; the fixed form runs its whole duration and must hold with every thread at work.
+/// <c>race-lab</c>: for every scenario of <see cref="ScenarioCatalog"/> with a legacy form (and, for the scenarios that
+/// read through an epoch domain, the historical reclaim under their workload: <c>--legacy-reclaim</c>), the legacy form
+/// runs until it is caught (at most <c>--max-legacy</c>, as many times as <c>--legacy-runs</c>) and the time to detection
+/// is reported as measured; the fixed form runs its whole duration and must hold with every thread at work.
 /// </summary>
 public static class RaceLab
 {
@@ -57,16 +58,16 @@ public static class RaceLab
             return Program.Bad($"--min-ops must be 0 or more (got {minOps}).");
         }
 
-        IScenario[] chosen = ScenarioCatalog.All.Where(s => s.HasLegacyForm).ToArray();
+        LabEntry[] chosen = Entries().ToArray();
         if (only is not null)
         {
             string[] names = only.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            if (names.FirstOrDefault(n => !chosen.Any(s => string.Equals(s.Name, n, StringComparison.OrdinalIgnoreCase))) is { } unknown)
+            if (names.FirstOrDefault(n => !chosen.Any(e => string.Equals(e.Scenario.Name, n, StringComparison.OrdinalIgnoreCase))) is { } unknown)
             {
-                return Program.Bad($"'{unknown}' is not a scenario with a legacy form; those are: {string.Join(", ", chosen.Select(s => s.Name))}.");
+                return Program.Bad($"'{unknown}' is not a scenario with a legacy form; those are: {string.Join(", ", chosen.Select(e => e.Scenario.Name).Distinct())}.");
             }
 
-            chosen = chosen.Where(s => names.Contains(s.Name, StringComparer.OrdinalIgnoreCase)).ToArray();
+            chosen = chosen.Where(e => names.Contains(e.Scenario.Name, StringComparer.OrdinalIgnoreCase)).ToArray();
         }
 
         int actualSeed = seed ?? Random.Shared.Next();
@@ -74,15 +75,21 @@ public static class RaceLab
         w.WriteLine($"machine: {Report.Machine()}");
         var rows = new List<string>();
         int exit = Program.Pass;
-        foreach (IScenario s in chosen)
+        var fixedRuns = new Dictionary<IScenario, (Outcome Outcome, long Ops, long Fewest, long Violations)>();
+        foreach ((IScenario s, bool reclaimOnly) in chosen)
         {
+            string form = reclaimOnly ? "--legacy-reclaim" : "--legacy";
             // The legacy form, until caught: its deadline is pulled in to its first violation.
             var detections = new List<TimeSpan>();
             long legacyViolations = 0;
             for (int run = 0; run < legacyRuns; run++)
             {
                 int runSeed = unchecked(actualSeed + run);
-                var legacyCtx = new StressContext(threads, maxLegacy, runSeed, pages, legacy: true, pin, TextWriter.Null) { StopAtFirstViolation = true };
+                var legacyCtx = new StressContext(threads, maxLegacy, runSeed, pages, legacy: !reclaimOnly, pin, TextWriter.Null)
+                {
+                    StopAtFirstViolation = true,
+                    LegacyReclaim = reclaimOnly,
+                };
                 StressResult legacyResult = Program.RunForm(s, legacyCtx);
                 legacyViolations += legacyResult.Violations;
                 bool caught = Verdict.Judge(legacyCtx, legacyResult, 0) == Outcome.Caught;
@@ -92,30 +99,37 @@ public static class RaceLab
                 }
 
                 w.WriteLine(caught
-                    ? $"  {s.Name} --legacy --seed {runSeed}: caught after {Ms(detections[^1])} ({Clip(legacyCtx.Violations.FirstOrDefault())})"
-                    : $"  {s.Name} --legacy --seed {runSeed}: NOT caught within {maxLegacyText} ({legacyCtx.Recorders.Sum(r => r.Total):N0} operations)");
+                    ? $"  {s.Name} {form} --seed {runSeed}: caught after {Ms(detections[^1])} ({Clip(legacyCtx.Violations.FirstOrDefault())})"
+                    : $"  {s.Name} {form} --seed {runSeed}: NOT caught within {maxLegacyText} ({legacyCtx.Recorders.Sum(r => r.Total):N0} operations)");
             }
 
-            // The fixed form, its whole duration, every thread at work.
-            long minimum = minOps ?? s.MinimumOperationsPerThread;
-            var fixedCtx = new StressContext(threads, duration, actualSeed, pages, legacy: false, pin, TextWriter.Null);
-            StressResult fixedResult = Program.RunForm(s, fixedCtx);
-            Outcome fixedOutcome = Verdict.Judge(fixedCtx, fixedResult, minimum);
-            long fixedOps = fixedCtx.Recorders.Sum(r => r.Total);
-            long fewest = fixedCtx.Recorders.Count == 0 ? 0 : fixedCtx.Recorders.Min(r => r.Total);
-            w.WriteLine($"  {s.Name} --seed {actualSeed}: {FixedText(fixedOutcome)}, {fixedOps:N0} operations, fewest per thread {fewest:N0}");
-            if (fixedOutcome == Outcome.Fail)
+            // The fixed form, its whole duration, every thread at work (once per scenario: a scenario's two legacy
+            // forms share it).
+            if (!fixedRuns.TryGetValue(s, out var fixedRun))
             {
-                foreach (string v in fixedCtx.Violations.Take(5)) w.WriteLine($"    fixed form of {s.Name}: {v}");
+                long minimum = minOps ?? s.MinimumOperationsPerThread;
+                var fixedCtx = new StressContext(threads, duration, actualSeed, pages, legacy: false, pin, TextWriter.Null);
+                StressResult fixedResult = Program.RunForm(s, fixedCtx);
+                Outcome outcome = Verdict.Judge(fixedCtx, fixedResult, minimum);
+                fixedRun = (outcome, fixedCtx.Recorders.Sum(r => r.Total), fixedCtx.Recorders.Count == 0 ? 0 : fixedCtx.Recorders.Min(r => r.Total), fixedResult.Violations);
+                fixedRuns[s] = fixedRun;
+                w.WriteLine($"  {s.Name} --seed {actualSeed}: {FixedText(outcome)}, {fixedRun.Ops:N0} operations, fewest per thread {fixedRun.Fewest:N0}");
+                if (outcome == Outcome.Fail)
+                {
+                    foreach (string v in fixedCtx.Violations.Take(5)) w.WriteLine($"    fixed form of {s.Name}: {v}");
+                }
+                else if (outcome == Outcome.Inconclusive)
+                {
+                    w.WriteLine($"    fixed form of {s.Name}: {Verdict.IdleReason(fixedCtx, minimum)}");
+                }
             }
-            else if (fixedOutcome == Outcome.Inconclusive)
-            {
-                w.WriteLine($"    fixed form of {s.Name}: {Verdict.IdleReason(fixedCtx, minimum)}");
-            }
+
+            (Outcome fixedOutcome, long fixedOps, long fewest, long fixedViolations) = fixedRun;
 
             bool allCaught = detections.Count == legacyRuns;
             string caughtText = allCaught ? (legacyRuns == 1 ? "yes" : $"{legacyRuns} of {legacyRuns}") : $"NO ({detections.Count} of {legacyRuns})";
-            rows.Add($"| {s.Name} | {s.Rule} | {caughtText} | {Detection(detections)} | {legacyViolations:N0} | {FixedText(fixedOutcome)} | {fixedOps:N0} | {fewest:N0} | {fixedResult.Violations:N0} |");
+            string name = reclaimOnly ? $"{s.Name} --legacy-reclaim" : s.Name;
+            rows.Add($"| {name} | {s.Rule} | {caughtText} | {Detection(detections)} | {legacyViolations:N0} | {FixedText(fixedOutcome)} | {fixedOps:N0} | {fewest:N0} | {fixedViolations:N0} |");
             if (fixedOutcome == Outcome.Fail)
             {
                 exit = Program.Violated;
@@ -142,6 +156,30 @@ public static class RaceLab
             _ => "INCONCLUSIVE: a legacy form was not caught in time, or a fixed form's thread did too little (not a pass)",
         });
         return exit;
+    }
+
+    /// <summary>A legacy form of the lab: a scenario's own (<c>--legacy</c>), or only its epoch domain's historical reclaim (<c>--legacy-reclaim</c>).</summary>
+    private readonly record struct LabEntry(IScenario Scenario, bool ReclaimOnly);
+
+    /// <summary>
+    /// The lab's rows, in catalog order: every scenario with a legacy form, and after it, for the scenarios that read
+    /// through an epoch domain besides <c>epoch-reclaim</c> (whose legacy form already is the historical reclaim), the
+    /// historical reclaim under that scenario's own workload.
+    /// </summary>
+    private static IEnumerable<LabEntry> Entries()
+    {
+        foreach (IScenario s in ScenarioCatalog.All)
+        {
+            if (s.HasLegacyForm)
+            {
+                yield return new LabEntry(s, ReclaimOnly: false);
+            }
+
+            if (s is PgtableFreeScenario or PageCacheLookupScenario)
+            {
+                yield return new LabEntry(s, ReclaimOnly: true);
+            }
+        }
     }
 
     private static string FixedText(Outcome o) => o switch

@@ -58,9 +58,10 @@ public sealed class PageCacheIndex
 
     /// <summary>
     /// The race lab only: called by a lookup between a node it reached and that node's next link, on the lookup's
-    /// thread, inside its section (a lookup preempted in the middle of a chain). Null by default.
+    /// thread, inside its section (a lookup preempted in the middle of a chain), with the key of the node it stands on.
+    /// Null by default.
     /// </summary>
-    internal Action? TraversalHook { get; set; }
+    internal Action<ulong>? TraversalHook { get; set; }
 
     /// <summary>The value stored in every cached folio's descriptor as its mapping (<c>folio->mapping</c>).</summary>
     public ulong MappingId { get; }
@@ -234,7 +235,7 @@ public sealed class PageCacheIndex
     /// <summary>The node for a key, read with acquire loads (the chain is immutable once published).</summary>
     private Node? Find(ulong key)
     {
-        Action? window = TraversalHook; // one field read per lookup; null outside the race lab
+        Action<ulong>? window = TraversalHook; // one field read per lookup; null outside the race lab
         for (Node? n = Volatile.Read(ref Bucket(key)); n is not null; n = n.Next)
         {
             if (n.Key == key)
@@ -246,7 +247,7 @@ public sealed class PageCacheIndex
             {
                 // The node must be the same incarnation after the pause: recycled meanwhile means reclaimed under us.
                 int incarnation = Volatile.Read(ref n.Incarnation);
-                window();
+                window(n.Key);
                 if (Volatile.Read(ref n.Incarnation) != incarnation)
                 {
                     ThrowRetired();

@@ -51,21 +51,17 @@ public sealed class EpochReclaimScenario : IScenario
     public long MinimumOperationsPerThread => 10;
 
     /// <summary>
-    /// The domain a scenario uses: the historical reclaim when <paramref name="legacyReclaim"/> (then with the hook that
-    /// widens its windows), else the library's default.
+    /// The domain a scenario uses: the historical reclaim when <paramref name="legacyReclaim"/>, else the library's
+    /// default; both with the hook that widens a pass's windows (<see cref="Linger"/>), so that the fixed form faces the
+    /// same interleavings that break the historical one.
     /// </summary>
     /// <param name="legacyReclaim">Whether the domain reclaims with the historical algorithm.</param>
-    /// <param name="lingerWhenBounded">Whether a historical pass that saw a reader inside (a bound that cannot be stale
-    /// in a harmful way) lingers too; false makes such passes quick, so that passes, and the scans among them that find
-    /// no reader inside, come as often as possible.</param>
+    /// <param name="lingerWhenBounded">Whether a pass that saw a reader inside (a bound that cannot be stale in a
+    /// harmful way) lingers too; false makes such passes quick, so that passes, and the scans among them that find no
+    /// reader inside, come as often as possible.</param>
     internal static EpochDomain NewDomain(bool legacyReclaim, bool lingerWhenBounded = true)
     {
-        if (!legacyReclaim)
-        {
-            return new EpochDomain();
-        }
-
-        EpochDomain domain = EpochDomain.CreateWithLegacyReclaim();
+        EpochDomain domain = legacyReclaim ? EpochDomain.CreateWithLegacyReclaim() : new EpochDomain();
         domain.WindowHook = window => Linger(domain, window, lingerWhenBounded);
         return domain;
     }
@@ -73,15 +69,34 @@ public sealed class EpochReclaimScenario : IScenario
     private static volatile bool s_staleBoundOpen;
 
     /// <summary>
-    /// True while a pass of the historical reclaim lingers after a bound taken with no reader inside: every item deferred
-    /// meanwhile will be run by that pass whoever reads it. Readers of the scenarios that use <see cref="NewDomain"/>
-    /// pause inside their sections far more often then, so that one of them is on a node when it is retired.
+    /// True while a reclaim pass lingers after a bound taken with no reader inside: with the historical reclaim, every
+    /// item deferred meanwhile will be run by that pass whoever reads it (the fixed reclaim holds those items back).
+    /// Readers of the scenarios that use <see cref="NewDomain"/> act inside their sections then (<see
+    /// cref="TryClaimStaleWindow"/>), so that one of them stands on a node when it is retired.
     /// </summary>
     internal static bool StaleBoundOpen => s_staleBoundOpen;
 
+    private const int WindowFree = 0, WindowClaimed = 1, WindowUsed = 2;
+
+    /// <summary>Who uses the open window: free, claimed by one reader (<see cref="TryClaimStaleWindow"/>), used.</summary>
+    private static int s_window;
+
     /// <summary>
-    /// The hook for scenarios given the historical reclaim: every pass lingers a millisecond after its bound (a
-    /// preemption at the worst point), so the readers that enter meanwhile are the ones its stale bound ignores.
+    /// A reader inside its section claims the open window (at most one per window): the lingering pass then waits (a
+    /// bounded time) until the reader has retired what it stands on (<see cref="StaleWindowUsed"/>), and only then runs
+    /// its items, so the interleaving that breaks the historical reclaim happens whenever a window opens, not only when
+    /// the scheduler happens to allow it. False when no window is open or another reader claimed it.
+    /// </summary>
+    internal static bool TryClaimStaleWindow() =>
+        s_staleBoundOpen && Interlocked.CompareExchange(ref s_window, WindowClaimed, WindowFree) == WindowFree;
+
+    /// <summary>The claiming reader has retired what it stands on: the lingering pass may go on and run it.</summary>
+    internal static void StaleWindowUsed() => Volatile.Write(ref s_window, WindowUsed);
+
+    /// <summary>
+    /// The hook of <see cref="NewDomain"/>: every pass lingers after its bound (a preemption at the worst point), so the
+    /// readers that enter meanwhile are the ones a stale bound ignores; after a bound that saw no reader inside it opens
+    /// the window a reader may claim (<see cref="TryClaimStaleWindow"/>).
     /// </summary>
     internal static void Linger(EpochDomain domain, ReclaimWindow window, bool lingerWhenBounded)
     {
@@ -96,9 +111,18 @@ public sealed class EpochReclaimScenario : IScenario
             // this check is made just after the pass's own scan, so it is a good guess of what the pass saw.
             if (domain.OldestAnnounced() == long.MaxValue)
             {
+                Volatile.Write(ref s_window, WindowFree);
                 s_staleBoundOpen = true;
                 Thread.Sleep(3);
                 s_staleBoundOpen = false;
+
+                // A reader that claimed the window is retiring the node it stands on: wait for it (at most 50 ms, a
+                // reader descheduled by other load), so that this pass's items include that node.
+                long until = Environment.TickCount64 + 50;
+                while (Volatile.Read(ref s_window) == WindowClaimed && Environment.TickCount64 < until)
+                {
+                    Thread.Sleep(1);
+                }
             }
             else if (lingerWhenBounded)
             {

@@ -38,27 +38,26 @@ public sealed class PageCacheLookupScenario : IScenario
         ctx.DeclareOperations(new OpKind("lookup hit", [ArenaCounter.SpeculativeGetRetries], []), new OpKind("lookup miss", [], []),
             new OpKind("insert", [], [ArenaCounter.CoreAllocs, ArenaCounter.CacheRefills], TakesLock: true),
             new OpKind("remove", [], [], TakesLock: true), new OpKind("split", [], [], TakesLock: true),
-            new OpKind("epoch reclaim", [], [], TakesLock: true));
+            new OpKind("epoch reclaim", [], [], TakesLock: true), new OpKind("retired under lookup", [], [], TakesLock: true));
         EpochDomain epochs = EpochReclaimScenario.NewDomain(ctx.LegacyReclaim, lingerWhenBounded: false);
         // 64 buckets for 16K keys: chains of about 256 nodes, so a rewrite retires many nodes a lookup may be walking.
-        var cache = new PageCacheIndex(arena, epochs, buckets: 1 << 6)
-        {
-            // Now and then a lookup is preempted in the middle of a chain, inside its section: the nodes it can still
-            // reach must not be recycled meanwhile. Far more often while a pass of the historical reclaim lingers after
-            // a bound that saw no reader (the same hook runs in the fixed form, where that window never opens).
-        };
+        var cache = new PageCacheIndex(arena, epochs, buckets: 1 << 6);
 
-        // The hook sees the cache: while that window is open, the first node a lookup stands on is retired under it (the
-        // lookup's own key is removed, so its chain is rewritten up to that key, this node included) and the lookup
-        // stays there past the lingering pass, which runs what was deferred meanwhile. The fixed form never opens it.
-        cache.TraversalHook = () =>
+        // Now and then a lookup is preempted in the middle of a chain, inside its section: the nodes it can still reach
+        // must not be recycled meanwhile. And whenever a reclaim pass lingers after a bound that saw no reader inside
+        // (both forms; see EpochReclaimScenario.Linger), one lookup claims that window: the first node it stands on is
+        // retired under it (that node's key is removed, so the chain is rewritten up to it, the node included) and the
+        // lookup stays there past the lingering pass, which then goes on to its items. The
+        // historical reclaim runs that node's recycling then; the fixed one must hold it back.
+        cache.TraversalHook = standingOn =>
         {
-            if (EpochReclaimScenario.StaleBoundOpen && t_lookupKey != NoKey)
+            if (t_mayUseWindow && EpochReclaimScenario.TryClaimStaleWindow())
             {
-                ulong key = t_lookupKey;
-                t_lookupKey = NoKey; // once per lookup
-                cache.TryRemove(key, out _);
-                Thread.Sleep(6);
+                t_mayUseWindow = false; // once per lookup
+                cache.TryRemove(standingOn, out _); // hit or miss, the node it stands on is retired
+                EpochReclaimScenario.StaleWindowUsed();
+                t_recorder!.Count(6); // the interleaving was driven: shown in the report, in both forms
+                Thread.Sleep(6); // the lingering pass runs what was deferred, this node included, meanwhile
             }
             else if (Random.Shared.Next(8192) == 0)
             {
@@ -73,6 +72,11 @@ public sealed class PageCacheLookupScenario : IScenario
             .Concat(Enumerable.Range(0, 2).Select(i => ($"reclaimer-{i}", (Action<Recorder, CancellationToken>)((rec, stop) => ReclaimLoop(epochs, rec, stop)))))
             .ToList();
         TimeSpan elapsed = Harness.Run(ctx, writerThreads, readers);
+
+        // The teardown below removes every key (tens of thousands of deferrals, hundreds of passes with no reader
+        // inside): the adversary's hooks have nothing left to widen there and would only make each pass linger.
+        epochs.WindowHook = null;
+        cache.TraversalHook = null;
         for (ulong key = 0; key < Keys; key++)
         {
             while (cache.TryRemove(key, out _))
@@ -92,6 +96,8 @@ public sealed class PageCacheLookupScenario : IScenario
     private static void Write(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int id)
     {
         var rng = new Random(ctx.Seed + id);
+        // A writer's deferrals may start passes under the index's lock, which the reader that uses a window needs.
+        EpochReclaimScenario.MarkNoLinger();
         while (DateTime.UtcNow < ctx.Deadline)
         {
             int order = rng.Next(4);
@@ -145,21 +151,26 @@ public sealed class PageCacheLookupScenario : IScenario
         }
     }
 
-    private const ulong NoKey = ulong.MaxValue;
+    /// <summary>
+    /// Whether the calling thread's current lookup may still use a stale window: once per lookup, readers only (writers
+    /// walk chains too, under the index's lock, and are never paused).
+    /// </summary>
+    [ThreadStatic] private static bool t_mayUseWindow;
 
-    /// <summary>The key the calling reader is looking up (for the traversal hook), or <see cref="NoKey"/>.</summary>
-    [ThreadStatic] private static ulong t_lookupKey;
+    /// <summary>The calling reader's recorder (the hook counts the windows it used there).</summary>
+    [ThreadStatic] private static Recorder? t_recorder;
 
     private static void Read(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int seed, CancellationToken stop)
     {
         var rng = new Random(seed);
+        t_recorder = rec;
         while (!stop.IsCancellationRequested)
         {
             for (int step = 0; step < 64; step++)
             {
                 ulong key = (ulong)rng.NextInt64((long)Keys);
                 long t = rec.Begin();
-                t_lookupKey = key;
+                t_mayUseWindow = true;
                 if (cache.TryGet(key, out Pfn folio))
                 {
                     ref Descriptors.PageDescriptor d = ref arena.DescriptorOf(folio);
