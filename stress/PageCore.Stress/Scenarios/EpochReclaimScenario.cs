@@ -277,30 +277,28 @@ public sealed class EpochReclaimScenario : IScenario
     }
 
     /// <summary>
-    /// Unlinks <paramref name="p"/> (if it is still published: a deferrer may have replaced it already) by publishing a
-    /// fresh object in its slot, and defers its free; called by an anchor inside its section.
+    /// Unlinks <paramref name="p"/> (if it is still published: a deferrer may have replaced it already) by publishing
+    /// <paramref name="spare"/> in its slot, and defers its free; called by an anchor inside its section. The spare was
+    /// allocated before the section, so nothing here can wait on an allocation (whose failure path reclaims the domain
+    /// the lingering pass holds). True when the spare was used.
     /// </summary>
-    private static void UnlinkInsideSection(PageArena arena, EpochDomain domain, long[] published, Pfn p, ref long sequence)
+    private static bool UnlinkInsideSection(PageArena arena, EpochDomain domain, long[] published, Pfn p, Pfn spare)
     {
-        int slot = -1;
-        for (int i = 0; i < Slots && slot < 0; i++)
+        for (int i = 0; i < Slots; i++)
         {
-            slot = Volatile.Read(ref published[i * 16]) == p.Value ? i * 16 : -1;
+            if (Volatile.Read(ref published[i * 16]) == p.Value)
+            {
+                if (Interlocked.CompareExchange(ref published[i * 16], spare.Value, p.Value) != p.Value) // unlink (full fence)
+                {
+                    return false; // replaced meanwhile
+                }
+
+                domain.DeferFree(arena, p, 0);
+                return true;
+            }
         }
 
-        if (slot < 0 || !TryNewObject(arena, ref sequence, out Pfn fresh))
-        {
-            return;
-        }
-
-        if (Interlocked.CompareExchange(ref published[slot], fresh.Value, p.Value) == p.Value) // unlink (full fence)
-        {
-            domain.DeferFree(arena, p, 0);
-        }
-        else
-        {
-            arena.FreePages(fresh, 0); // replaced meanwhile: never published
-        }
+        return false;
     }
 
     /// <summary>
@@ -312,8 +310,14 @@ public sealed class EpochReclaimScenario : IScenario
     {
         var rng = new Random(seed);
         var held = new List<(Pfn Page, long Stamp)>();
+        Pfn? spare = null; // the object an anchor publishes when it unlinks one inside a stale window
         while (!stop.IsCancellationRequested)
         {
+            if (spare is null && TryNewObject(arena, ref sequence, out Pfn fresh))
+            {
+                spare = fresh;
+            }
+
             long t = rec.Begin();
             using (domain.Enter())
             {
@@ -330,14 +334,18 @@ public sealed class EpochReclaimScenario : IScenario
                     }
 
                     held.Add((p, stamp));
-                    if (TryClaimStaleWindow())
+                    if (spare is { } replacement && TryClaimStaleWindow())
                     {
                         // A pass that saw no reader inside is lingering: unlink the object this anchor just loaded and
                         // defer its free from inside the section (as a reader may: call_rcu), then go on reading it. The
                         // historical pass runs that free now; the fixed one holds it until this section ends.
-                        UnlinkInsideSection(arena, domain, published, p, ref sequence);
+                        if (UnlinkInsideSection(arena, domain, published, p, replacement))
+                        {
+                            spare = null;
+                            rec.Count(Claimed);
+                        }
+
                         StaleWindowUsed();
-                        rec.Count(Claimed);
                         if (!StillIntact(arena, p, stamp, 60))
                         {
                             ctx.Violation($"an anchor read a changed word from object {p} (stamped {stamp:x16}) that it loaded, unlinked and deferred inside its section, while still inside: the free ran before the section ended", p);
@@ -371,6 +379,11 @@ public sealed class EpochReclaimScenario : IScenario
             {
                 Thread.SpinWait(rng.Next(2048));
             }
+        }
+
+        if (spare is { } unused)
+        {
+            arena.FreePages(unused, 0); // never published
         }
     }
 }
