@@ -47,31 +47,54 @@ public sealed unsafe partial class PageArena
         }
     }
 
+    /// <summary>Drains and retries of one reclaim, at most: each drain returns what other threads' refills carried off since the last.</summary>
+    private const int ReclaimRounds = 4;
+
     /// <summary>
     /// The reclaim before an allocation fails: drain the caches, waiting for another drainer rather than skipping (its
-    /// pages may be the ones this allocation needs); then, if that was not enough, a pass of every registered epoch
-    /// domain, whose frees land in this thread's magazine or the shared allocator, and another drain.
+    /// pages may be the ones this allocation needs), and retry; after the first drain, a pass of every registered
+    /// epoch domain, whose frees land in this thread's magazine or the shared allocator. While it runs, other threads'
+    /// refills take one block at a time (<see cref="PerCpu.PageCaches.EnterPressure"/>); a batch refilled between a
+    /// drain and its retry is returned by the next drain, for up to <see cref="ReclaimRounds"/> rounds while the caches
+    /// still hold pages. Like the kernel's retry after <c>drain_all_pages</c>, this can still fail while other threads
+    /// allocate the last pages themselves: that is exhaustion, not pages stranded in a cache.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool ReclaimAndRetry(int order, out uint p)
     {
         PerCpu.PageCaches? caches = _caches;
-        if (caches is not null)
+        if (caches is null)
         {
-            _counters?.Add(ArenaCounter.Reclaims);
-            caches.Drain(wait: true);
-            if (_core.TryAlloc(order, out p))
+            ReclaimEpochDomains();
+            return _core.TryAlloc(order, out p);
+        }
+
+        _counters?.Add(ArenaCounter.Reclaims);
+        caches.EnterPressure();
+        try
+        {
+            for (int round = 0; round < ReclaimRounds; round++)
             {
-                return true;
+                caches.Drain(wait: true);
+                if (_core.TryAlloc(order, out p))
+                {
+                    return true;
+                }
+
+                int ran = round == 0 ? ReclaimEpochDomains() : 0;
+                if (ran == 0 && caches.CachedPages == 0)
+                {
+                    break; // nothing came back and nothing sits in a cache: exhausted
+                }
             }
         }
-
-        if (ReclaimEpochDomains() > 0)
+        finally
         {
-            caches?.Drain(wait: true);
+            caches.ExitPressure();
         }
 
-        return _core.TryAlloc(order, out p);
+        p = 0;
+        return false;
     }
 
     /// <summary>A pass of every registered epoch domain (not nested in one this thread runs already); how many items ran.</summary>

@@ -86,7 +86,7 @@ public sealed unsafe partial class PageArena
             // Freed meanwhile (a caller without a reference): give the references back, keep the refusal exact.
             for (int i = 0; i < count; i++)
             {
-                PutFrom(head, PageRef.Count(ref d));
+                PutFrom(head, PageRef.Count(ref d), giveBack: true);
             }
 
             r = RefGet.Dead;
@@ -168,12 +168,20 @@ public sealed unsafe partial class PageArena
     private static bool IsAllocatedAfterGet(ref PageDescriptor d) =>
         (Volatile.Read(ref d.Flags) & (uint)PageFlags.AllocatedHead) != 0;
 
+    /// <summary>
+    /// Tests only: called by a speculative get between its add and its give-back, once it found the block not allocated
+    /// (the window in which another thread's put without a reference can take the getter's). Null by default; read only
+    /// on that cold path.
+    /// </summary>
+    internal Action<Pfn>? GiveBackHook { get; set; }
+
     /// <summary>Gives back a speculative reference that landed on a block that is not allocated; always false.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool UndoSpeculativeGet(uint head)
     {
         _counters?.Add(ArenaCounter.SpeculativeGetRetries);
-        PutFrom(head, PageRef.Count(ref _desc[head]));
+        GiveBackHook?.Invoke(new Pfn(head));
+        PutFrom(head, PageRef.Count(ref _desc[head]), giveBack: true);
         return false;
     }
 
@@ -241,7 +249,7 @@ public sealed unsafe partial class PageArena
                 return true;
             }
 
-            PutFrom(h, PageRef.Count(ref _desc[h])); // not what we wanted: drop it (this put may free the folio)
+            PutFrom(h, PageRef.Count(ref _desc[h]), giveBack: true); // not what we wanted: drop it (this put may free the folio)
             if (sameFolio)
             {
                 break; // the page is in no allocated folio (it sits free in a per-CPU cache): a miss
@@ -371,9 +379,16 @@ public sealed unsafe partial class PageArena
     /// that is not the last, or, when it is the last, check that the caller may take it (an allocated head, or a cached
     /// block its cache already let go of), take it with 1 -> 0 and free the block. A refused put writes nothing.
     /// </summary>
+    /// <param name="head">The block's head.</param>
+    /// <param name="seen">The count the caller's first guess found.</param>
+    /// <param name="giveBack">The put gives back a reference this thread's own speculative get took a moment ago (on a
+    /// block that turned out not to be the one wanted). If that reference is no longer counted (the count is down to the
+    /// cache's own, or to 0), another thread's put without a reference took it meanwhile: nothing is written and
+    /// nothing thrown here, since this caller did nothing wrong, and <see cref="ArenaCounter.StolenReferences"/> counts
+    /// it.</param>
     /// <returns>True when this put freed the block.</returns>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool PutFrom(uint head, int seen)
+    private bool PutFrom(uint head, int seen, bool giveBack = false)
     {
         ref PageDescriptor d = ref _desc[head];
         while (true)
@@ -386,6 +401,11 @@ public sealed unsafe partial class PageArena
 
             if (r == RefPut.Underflow)
             {
+                if (giveBack)
+                {
+                    return ReferenceWasStolen();
+                }
+
                 ThrowBug(head, "put_page", "refcount is already 0: a put at zero (the page is free or frozen)");
             }
 
@@ -394,6 +414,11 @@ public sealed unsafe partial class PageArena
             uint flags = Volatile.Read(ref d.Flags);
             if ((flags & (uint)(PageFlags.AllocatedHead | PageFlags.Released)) == 0)
             {
+                if (giveBack)
+                {
+                    return ReferenceWasStolen();
+                }
+
                 ThrowBug(head, "put_page", "the last reference on a block a per-CPU cache holds is the cache's own: a put on a freed, cached page (nothing changed)");
             }
 
@@ -413,5 +438,16 @@ public sealed unsafe partial class PageArena
 
             seen = PageRef.Count(ref d); // lost a race with another get or put: go on from the value that won
         }
+    }
+
+    /// <summary>
+    /// A give-back whose reference is no longer counted (see <see cref="PutFrom"/>): a block a cache holds counts the
+    /// cache's reference plus this thread's, so finding only the cache's (or none) means a put by a thread without a
+    /// reference took this one. Counted; nothing written; false (this put freed nothing).
+    /// </summary>
+    private bool ReferenceWasStolen()
+    {
+        _counters?.Add(ArenaCounter.StolenReferences);
+        return false;
     }
 }

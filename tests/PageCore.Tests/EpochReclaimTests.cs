@@ -247,6 +247,66 @@ public sealed class EpochReclaimTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The race after the drain: a churning thread whose magazine the failing allocation's drain just emptied refills a
+    /// whole batch from the shared allocator before the retry, and the allocation fails while that batch sits in the
+    /// churner's magazine. Under the reclaim's pressure a refill takes one block, and a batch taken before the pressure
+    /// is returned by the next drain: when the allocation finally fails, it holds every page but the few the churner
+    /// has in hand. Trials until the deadline; the seed is printed.
+    /// </summary>
+    [Fact(Timeout = 60_000)]
+    public async Task AnAllocationFailsOnlyWhenTheOtherThreadsHoldNoMoreThanTheyUse()
+    {
+        int seed = TestSupport.Seed(output, "refill between drain and retry");
+        var rng = new Random(seed);
+        const int Pages = 1024;
+        DateTime deadline = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+        int trials = 0, worstShortfall = 0;
+        while (DateTime.UtcNow < deadline && trials < 200)
+        {
+            trials++;
+            using ArenaLease lease = TestSupport.Lease(pages: Pages, caches: true, batch: 32);
+            PageArena arena = lease.Arena;
+            using var stop = new CancellationTokenSource();
+            int churnerHolds = 0;
+            var churner = new Thread(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    if (arena.TryAllocPages(0, out Pfn c))
+                    {
+                        Volatile.Write(ref churnerHolds, 1);
+                        Thread.SpinWait(rng.Next(64));
+                        Volatile.Write(ref churnerHolds, 0);
+                        arena.FreePages(c, 0);
+                    }
+                }
+            }) { IsBackground = true };
+            churner.Start();
+            var held = new List<Pfn>();
+            int shortfall = await Task.Run(() =>
+            {
+                while (arena.TryAllocPages(0, out Pfn p))
+                {
+                    held.Add(p);
+                }
+
+                // Failed: the churner has at most one page in hand and one in its magazine; everything else is ours.
+                return Pages - held.Count;
+            });
+            stop.Cancel();
+            Assert.True(churner.Join(TimeSpan.FromSeconds(10)), "the churner did not stop");
+            long cached = arena.CachedPageCount;
+            held.ForEach(p => arena.FreePages(p, 0));
+            worstShortfall = Math.Max(worstShortfall, shortfall);
+            Assert.True(shortfall <= 2, $"trial {trials}: the allocation failed holding {held.Count} of {Pages} pages; {cached} sat in caches once the churner stopped (seed {seed})");
+            TestSupport.AssertFullyFreeAndCoalesced(arena);
+        }
+
+        output.WriteLine($"{trials} trials, largest shortfall at failure {worstShortfall} pages");
+        Assert.True(trials > 0);
+    }
+
+    /// <summary>
     /// Callbacks may defer and reclaim (and even run a barrier) re-entrantly without deadlock, and a barrier runs every
     /// item deferred before its call even while another thread's pass is in progress (it waits for that pass).
     /// </summary>

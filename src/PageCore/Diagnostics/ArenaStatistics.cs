@@ -44,6 +44,14 @@ public enum ArenaCounter
 
     /// <summary>Allocations that failed (no block of the order, even after a reclaim).</summary>
     FailedAllocs,
+
+    /// <summary>
+    /// A speculative reference given back (a get that landed on a freed, cached block) found that it was no longer
+    /// counted: a put by a thread that held no reference had taken it meanwhile. That put cannot be told from a holder's
+    /// (see <see cref="PageArena.PutPage"/>), so it is seen only here, afterwards: the give-back writes nothing and throws
+    /// nothing (its caller did nothing wrong), and this counter records it. Always 0 in a correct program.
+    /// </summary>
+    StolenReferences,
 }
 
 /// <summary>

@@ -101,7 +101,7 @@ internal sealed unsafe partial class PageCaches
         else
         {
             _counters?.Add(ArenaCounter.CoreAllocs);
-            got = _core.AllocBulk(order, dest[..Batch(order)]);
+            got = _core.AllocBulk(order, dest[..RefillCount(order)]);
             foreach (uint p in dest[..got])
             {
                 _arena.AdoptIntoCache(p, order);

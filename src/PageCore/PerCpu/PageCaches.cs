@@ -60,6 +60,13 @@ internal sealed unsafe partial class PageCaches : IDisposable
     private Magazine[] _magazines = [];
     private readonly long[] _retiredCounts = new long[3 * Orders];
     private int _stealer;
+
+    /// <summary>
+    /// Allocations of this arena now inside their reclaim before failing (<see cref="EnterPressure"/>). While above 0,
+    /// refills from the shared allocator take one block instead of a batch. Written by those allocations only, read
+    /// on the refill slow path only.
+    /// </summary>
+    private int _pressure;
     private volatile bool _disposed;
     private readonly bool _symmetric;
     private readonly bool _legacyNoRemoteBarrier;
@@ -380,6 +387,21 @@ internal sealed unsafe partial class PageCaches : IDisposable
 
         return c;
     }
+
+    /// <summary>
+    /// An allocation is about to fail and reclaims (drains, then retries): until <see cref="ExitPressure"/>, another
+    /// thread's refill from the shared allocator takes one block, not a batch, so that a batch the drain just gave back
+    /// is not carried off into that thread's magazine between the drain and the retry (it would sit unused there while
+    /// the allocation fails). Ordering: an increment (a full fence) before the drain; a refill that misses it takes a
+    /// batch, which the next drain of the same reclaim returns (see <c>PageArena.ReclaimAndRetry</c>).
+    /// </summary>
+    public void EnterPressure() => Interlocked.Increment(ref _pressure);
+
+    /// <summary>The reclaim of <see cref="EnterPressure"/> is over (the allocation succeeded or failed).</summary>
+    public void ExitPressure() => Interlocked.Decrement(ref _pressure);
+
+    /// <summary>Blocks of <paramref name="order"/> a refill from the shared allocator takes now: a batch, or one under pressure.</summary>
+    private int RefillCount(int order) => Volatile.Read(ref _pressure) == 0 ? Batch(order) : 1;
 
     /// <summary>Pools not yet disposed.</summary>
     public int LivePools => Array.FindAll(Volatile.Read(ref _magazines), m => m.Thread is null).Length;
