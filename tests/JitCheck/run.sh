@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Publishes JitCheck for linux-arm64, runs it under qemu-aarch64-static once per emulated CPU model (and once with the
 # runtime's LSE atomics switched off) with DOTNET_JitDisasm on PageCore's transitions, then runs check.py on the dumps.
-# Usage: tools/JitCheck/run.sh [outdir]   (default artifacts/jitcheck). Needs: qemu-user-static, libc6-arm64-cross,
+# Usage: tests/JitCheck/run.sh [outdir]   (default artifacts/jitcheck). Needs: qemu-user-static, libc6-arm64-cross,
 # libstdc++6-arm64-cross, libgcc-s1-arm64-cross (apt-get), python3. Exit: check.py's status (0 all ok, 1 a failure).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
