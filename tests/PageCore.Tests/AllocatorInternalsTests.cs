@@ -1,6 +1,7 @@
 using System.Numerics;
 using PageCore.Allocator;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using PageCore.Stress.Scenarios;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,6 +1,7 @@
 using PageCore.Descriptors;
 using PageCore.Legacy;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,6 +1,7 @@
 using PageCore.Stress;
 using PageCore.Stress.Scenarios;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

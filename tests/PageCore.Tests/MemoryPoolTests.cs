@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using PageCore.Buffers;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

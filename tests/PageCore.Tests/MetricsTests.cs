@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using PageCore.Stress;
 using PageCore.Stress.Scenarios;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 
@@ -16,30 +17,6 @@ internal static class TestSupport
     /// <summary>Seconds each timed concurrency test runs its churn (PAGECORE_TEST_SECONDS overrides).</summary>
     public static TimeSpan ChurnTime =>
         TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("PAGECORE_TEST_SECONDS"), out double s) ? s : 1.5);
-
-    /// <summary>
-    /// The factor on the fixed run lengths of the tests that must see an interleaving happen within a run
-    /// (PAGECORE_TEST_TIME_SCALE, at least 1, default 1): under emulation (linux-arm64 under qemu-user, 60-130x slower)
-    /// a run of fixed length does too little to drive it. Their Timeout is fixed, so keep the scaled runs under it.
-    /// </summary>
-    public static double TimeScale =>
-        double.TryParse(Environment.GetEnvironmentVariable("PAGECORE_TEST_TIME_SCALE"), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double f) && f > 1 ? f : 1;
-
-    /// <summary><paramref name="length"/> times <see cref="TimeScale"/>.</summary>
-    public static TimeSpan Scaled(TimeSpan length) => length * TimeScale;
-
-    /// <summary>
-    /// Runs a binary built for the architecture under test (with $CC): directly, or through PAGECORE_TARGET_RUNNER when
-    /// set (e.g. qemu-aarch64-static, for an arm64 probe run from the test executable under emulation, where the kernel
-    /// cannot start an arm64 binary itself).
-    /// </summary>
-    public static Task<string> RunTarget(ITestOutputHelper output, string exe, string args)
-    {
-        string? runner = Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER");
-        return string.IsNullOrEmpty(runner)
-            ? RunProcess(output, exe, args)
-            : RunProcess(output, runner, $"\"{exe}\" {args}".TrimEnd());
-    }
 
     /// <summary>A seed, printed so that a failure can be replayed with PAGECORE_TEST_SEED.</summary>
     public static int Seed(ITestOutputHelper output, string test)
@@ -66,21 +43,9 @@ internal static class TestSupport
     public static ArenaLease Lease(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32, bool symmetricHandOver = false) =>
         new(NewArena(pages, maxOrder, caches, isChecked, batch, symmetricHandOver));
 
-    /// <summary>
-    /// The repository root: PAGECORE_REPO_ROOT when set (a published test executable, e.g. the linux-arm64 one run under
-    /// emulation, lies outside the repository), else the first folder above the test binaries that holds PageCore.sln.
-    /// </summary>
+    /// <summary>The repository root: the first folder above the test binaries that holds PageCore.sln.</summary>
     public static string RepoRoot()
     {
-        string? configured = Environment.GetEnvironmentVariable("PAGECORE_REPO_ROOT");
-        if (!string.IsNullOrEmpty(configured))
-        {
-            string full = Path.GetFullPath(configured);
-            return File.Exists(Path.Combine(full, "PageCore.sln"))
-                ? full
-                : throw new InvalidOperationException($"PAGECORE_REPO_ROOT={configured}: no PageCore.sln there");
-        }
-
         for (string? d = AppContext.BaseDirectory; d is not null; d = Path.GetDirectoryName(d))
         {
             if (File.Exists(Path.Combine(d, "PageCore.sln")))
@@ -89,7 +54,7 @@ internal static class TestSupport
             }
         }
 
-        throw new InvalidOperationException("PageCore.sln not found above " + AppContext.BaseDirectory + " (set PAGECORE_REPO_ROOT to the repository)");
+        throw new InvalidOperationException("PageCore.sln not found above " + AppContext.BaseDirectory);
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 
