@@ -34,14 +34,10 @@ static int owner_frees, getter_frees, getter_refused, getter_got, getter_knew;
 static int put_from(int seen)
 {
 	while (true) {
-		int v = seen;
-		while (v > 1) {
-			int s = IL_CAS(count, v - 1, v);
-			if (s == v)
-				return 0;
-			v = s;
-		}
-		if (v <= 0)
+		enum ref_put r = put_unless_last(&count, seen);
+		if (r == PUT_LIVE)
+			return 0;
+		if (r == PUT_UNDERFLOW)
 			return -1;
 		unsigned f = VREAD(flags);
 		if ((f & (ALLOC | RELEASED)) == 0)
@@ -61,13 +57,10 @@ static int put_test_zero(int guess)
 	if (v == guess)
 		return guess == 1;
 	while (true) { /* PutTestZeroFrom */
-		while (v > 1) {
-			int s = IL_CAS(count, v - 1, v);
-			if (s == v)
-				return 0;
-			v = s;
-		}
-		if (v <= 0)
+		enum ref_put r = put_unless_last(&count, v);
+		if (r == PUT_LIVE)
+			return 0;
+		if (r == PUT_UNDERFLOW)
 			return -1;
 		if (IL_CAS(count, 0, 1) == 1)
 			return 1;

@@ -51,13 +51,10 @@ static void put_page(int p)
 	int v = IL_CAS(page[p].count, 0, 1);
 	if (v != 1) {
 		while (true) {
-			while (v > 1) {
-				int s = IL_CAS(page[p].count, v - 1, v);
-				if (s == v)
-					return;
-				v = s;
-			}
-			if (v <= 0) {
+			enum ref_put r = put_unless_last(&page[p].count, v);
+			if (r == PUT_LIVE)
+				return;
+			if (r == PUT_UNDERFLOW) {
 				refused = 1; /* a put at zero */
 				return;
 			}

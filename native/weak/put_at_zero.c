@@ -43,14 +43,10 @@ static int put_page(struct page *d)
 	if (seen == 2)
 		return 0;
 	while (true) { /* PutFrom */
-		int v = seen;
-		while (v > 1) { /* PutUnlessLast */
-			int s = IL_CAS(d->count, v - 1, v);
-			if (s == v)
-				return 0;
-			v = s;
-		}
-		if (v <= 0)
+		enum ref_put r = put_unless_last(&d->count, seen);
+		if (r == PUT_LIVE)
+			return 0;
+		if (r == PUT_UNDERFLOW)
 			return -1; /* RefPut.Underflow: refused before any write */
 		if ((VREAD(d->flags) & ALLOC) == 0)
 			return -1;

@@ -34,14 +34,10 @@ static int owner_frees, owner_refused, getter_frees, getter_refused; /* each wri
 static int put_from(int seen)
 {
 	while (true) {
-		int v = seen;
-		while (v > 1) { /* PutUnlessLast */
-			int s = IL_CAS(count, v - 1, v);
-			if (s == v)
-				return 0;
-			v = s;
-		}
-		if (v <= 0)
+		enum ref_put r = put_unless_last(&count, seen);
+		if (r == PUT_LIVE)
+			return 0;
+		if (r == PUT_UNDERFLOW)
 			return -1; /* RefPut.Underflow: refused, nothing written */
 		if ((VREAD(flags) & ALLOC) == 0)
 			return -1; /* the last reference on a page that is not allocated */

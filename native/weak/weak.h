@@ -83,6 +83,23 @@
 		__o;                                                                                   \
 	})
 
+/* PageRef.PutUnlessLast's outcomes (RefPut). */
+enum ref_put { PUT_LIVE, PUT_LAST, PUT_UNDERFLOW };
+
+/* PageRef.PutUnlessLast: CAS v -> v - 1 while v >= 2, going on from whatever value won a lost race. PUT_LIVE when it
+ * dropped one; else nothing was written: PUT_LAST when it found 1 (the caller decides whether it may take the last
+ * reference), PUT_UNDERFLOW when it found 0 or less (a put at zero, refused). */
+static inline enum ref_put put_unless_last(atomic_int *count, int v)
+{
+	while (v > 1) {
+		int s = IL_CAS(*count, v - 1, v);
+		if (s == v)
+			return PUT_LIVE;
+		v = s;
+	}
+	return v == 1 ? PUT_LAST : PUT_UNDERFLOW;
+}
+
 /* A spin that waits for a condition other threads make true (SpinWait loops): the execution continues only where it
  * holds. GenMC's assume: the iterations that found it false wrote nothing, so dropping them loses no behaviour (their
  * failed Interlocked operations were full fences, which can only forbid executions). */
