@@ -105,19 +105,30 @@ public sealed unsafe partial class PageArena
     /// <param name="pfn">A page the caller holds a reference on.</param>
     /// <returns>True when this put freed the page.</returns>
     /// <exception cref="ArgumentOutOfRangeException">The PFN is outside the arena.</exception>
+    /// <remarks>
+    /// A put by a caller that holds no reference is refused when the count shows it: at zero, or on a freed block whose
+    /// only reference is its cache's. In checked mode (<see cref="PageArenaOptions.Checked"/>) a put on a freed block
+    /// that a per-CPU cache holds is refused always, even while another thread's speculative get has its transient
+    /// reference on it (the count then reads 2). Without checked mode that put takes the getter's reference, as any put
+    /// without a reference takes somebody's: the getter finds out when it gives its reference back, writes nothing, and
+    /// <see cref="ArenaCounter.StolenReferences"/> counts it (see <c>PutChecked</c> for why only checked mode can tell).
+    /// </remarks>
     /// <exception cref="PageBugException">A put at zero (a free or frozen page), or a put that would take the reference a
-    /// per-CPU cache holds on a freed block; the counter was left as it was: a refused put writes nothing.</exception>
+    /// per-CPU cache holds on a freed block; in checked mode any put on a freed block a cache holds. The counter was left
+    /// as it was: a refused put writes nothing.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool PutPage(Pfn pfn)
     {
-        ref PageDescriptor d = ref HeadOf(pfn.Value, out uint head);
-        int seen = PageRef.TryPutFromTwo(ref d);
-        if (seen == 2)
+        uint p = pfn.Value;
+        if (p < _tailFreeLimit)
         {
-            return false;
+            // In range, no compound page in the arena yet, and not checked mode (a checked arena keeps the limit at 0):
+            // the page is its own head, and the put is the 2 -> 1 guess.
+            int seen = PageRef.TryPutFromTwo(ref _desc[p]);
+            return seen != 2 && PutFrom(p, seen);
         }
 
-        return PutFrom(head, seen);
+        return PutPageSlow(p);
     }
 
     /// <summary>
@@ -354,7 +365,7 @@ public sealed unsafe partial class PageArena
     /// <summary>The page's head for refcount purposes: itself, or the compound head of a tail (<c>compound_head</c>).</summary>
     /// <remarks>
     /// While the arena has never held a compound page no page is a tail, and one compare against
-    /// <see cref="_tailFreeLimit"/> (the page limit until then) both checks the PFN and says the page is its own head: the
+    /// <see cref="_tailFreeLimit"/> (the page limit until then; 0 in a checked arena) both checks the PFN and says the page is its own head: the
     /// get/put hot path has no separate "may this be a tail" test, no compound-word load, between the previous locked
     /// instruction and the next. Once compound pages exist (or the arena is disposed) the limit is 0 and every call takes
     /// <see cref="HeadPfnChecked"/>, as the kernel's <c>compound_head</c> does.

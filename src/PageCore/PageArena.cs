@@ -62,12 +62,19 @@ public sealed unsafe partial class PageArena : IDisposable
     // HeadOf's one-compare fast path: _pageLimit while no page of this arena can be a tail, 0 from the moment the
     // compound-page layer is about to publish the first compound page (set once, never raised again), and 0 once
     // disposed. A PFN below it is in bounds and is not a tail, so its descriptor is its head's. A caller that reaches a
-    // tail PFN learned of it through whatever published that compound page, which happens after the store of 0.
+    // tail PFN learned of it through whatever published that compound page, which happens after the store of 0. A checked
+    // arena keeps it at 0 from the start: its gets and puts all take the checked paths.
     private uint _tailFreeLimit;
     private int _state; // 0 live, 1 disposing, 2 disposed
 
     private PageArena(PageArenaOptions options)
     {
+        if (!BitConverter.IsLittleEndian)
+        {
+            // PageRef.Pair reads flags and count as one 8-byte word, flags in the low half.
+            throw new PlatformNotSupportedException("PageCore needs a little-endian platform.");
+        }
+
         _options = options;
         _pageCount = options.Pages;
         _pageShift = options.PageShift;
@@ -102,7 +109,10 @@ public sealed unsafe partial class PageArena : IDisposable
         }
 
         _pageLimit = (uint)_pageCount;
-        _tailFreeLimit = _pageLimit;
+
+        // A checked arena keeps the limit at 0, so that its puts take PutPageSlow, where checked mode's put lives,
+        // without a test of _checked on the unchecked put's path.
+        _tailFreeLimit = _checked ? 0 : _pageLimit;
         _orderLimit = (uint)_maxOrder + 1;
     }
 
@@ -467,10 +477,16 @@ public sealed unsafe partial class PageArena : IDisposable
     {
         if (_checked)
         {
-            PoisonBlock(p, order);
+            if (!FreezeIntoCache(p, order))
+            {
+                return; // a speculative getter holds the block: the free was a put, and the last put frees it
+            }
+        }
+        else
+        {
+            _desc[p].Flags = (uint)PageFlags.Cached;
         }
 
-        _desc[p].Flags = (uint)PageFlags.Cached | (_checked ? (uint)PageFlags.Poisoned : 0);
         if (m is not null)
         {
             m.Hot.Frees(order)++;

@@ -48,36 +48,55 @@ public sealed class FreedPageContractTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// A put without a reference on a freed, cached block while a speculative get is under way on it: the put takes the
-    /// getter's transient reference (no refcount can tell it from the getter's own put), and the getter, giving its
-    /// reference back, finds only the cache's. The getter did nothing wrong: its get fails without throwing, writes
-    /// nothing more, and the theft is counted; the cache's reference is intact, so the block is handed out and freed
-    /// normally afterwards and the arena is whole. (Before: the give-back threw "a put on a freed, cached page" at the
-    /// innocent getter.)
+    /// A put without a reference on a freed, cached block while a speculative get is under way on it. Without checked
+    /// mode the put takes the getter's transient reference (the count reads 2, as it would for a getter that raced the
+    /// free and holds the block legitimately), and the getter, giving its reference back, finds only the cache's: it did
+    /// nothing wrong, so its get fails without throwing, writes nothing more, and the theft is counted. In checked mode
+    /// the block entered the cache frozen, so no reference on it can be the putter's: the put is refused and writes
+    /// nothing, and nothing is stolen. Either way the cache's reference is intact, and the block is handed out and freed
+    /// normally afterwards.
     /// </summary>
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void AGetWhoseReferenceAnotherThreadsPutTookFailsQuietlyAndIsCounted(bool isChecked)
+    public void APutWithoutAReferenceDuringASpeculativeGetIsRefusedInCheckedModeAndCountedOtherwise(bool isChecked)
     {
         using ArenaLease lease = TestSupport.Lease(caches: true, isChecked: isChecked);
         PageArena arena = lease.Arena;
         Pfn p = arena.AllocPages(0);
         arena.FreePages(p, 0);
         int misusePuts = 0;
+        PageBugException? refusal = null;
         arena.GiveBackHook = head =>
         {
             if (head == p && misusePuts++ == 0)
             {
-                Assert.False(arena.PutPage(p)); // the misuse: count 2 (cache + getter) -> 1, accepted
+                Assert.Equal(2, arena.DescriptorOf(p).RefCount); // the cache's reference and the getter's
+                try
+                {
+                    Assert.False(arena.PutPage(p)); // the misuse
+                }
+                catch (PageBugException ex)
+                {
+                    refusal = ex;
+                }
+
+                Assert.Equal(isChecked ? 2 : 1, arena.DescriptorOf(p).RefCount); // checked: refused without a write
             }
         };
 
         Assert.False(arena.TryGetPageUnlessZero(p));
         arena.GiveBackHook = null;
         Assert.Equal(1, misusePuts);
+        Assert.Equal(isChecked, refusal is not null);
+        if (refusal is not null)
+        {
+            Assert.Contains("per-CPU cache holds", refusal.Reason);
+        }
+
         Assert.Equal(0, arena.RefCount(p));
-        Assert.Equal(1, arena.Statistics[ArenaCounter.StolenReferences]);
+        Assert.Equal(1, arena.DescriptorOf(p).RefCount);
+        Assert.Equal(isChecked ? 0 : 1, arena.Statistics[ArenaCounter.StolenReferences]);
 
         // The cache's reference survived: the block is handed out again, used and freed, and nothing leaked.
         Pfn again = arena.AllocPages(0);
@@ -86,6 +105,32 @@ public sealed class FreedPageContractTests(ITestOutputHelper output)
         arena.FreePages(again, 0);
         TestSupport.AssertFullyFreeAndCoalesced(arena);
         arena.Dispose();
+    }
+
+    /// <summary>
+    /// A getter whose speculative get succeeded while the block was allocated holds it legitimately across the owner's
+    /// free: the free sees the count above 1 and is a put, the block stays allocated with the getter's reference, and the
+    /// getter's put frees it, into the cache. (Without checked mode a getter whose add lands between the free's read of
+    /// the count and its flag store still takes the block into the cache with it; checked mode's free freezes the count
+    /// instead of reading it, which closes that window: see <see cref="CheckedCachedPutTests"/>.)
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AGetterThatRacedTheFreeGivesItsReferenceBackNormally(bool isChecked)
+    {
+        using ArenaLease lease = TestSupport.Lease(caches: true, isChecked: isChecked);
+        PageArena arena = lease.Arena;
+        Pfn p = arena.AllocPages(0);
+        Assert.True(arena.TryGetPageUnlessZero(p)); // the getter, on an allocated block
+        long cachedBefore = arena.CachedPageCount;
+        arena.FreePages(p, 0);
+        Assert.Equal(cachedBefore, arena.CachedPageCount); // not cached: the getter still holds it
+        Assert.Equal(1, arena.RefCount(p));
+        Assert.True(arena.PutPage(p)); // the last put frees it
+        Assert.Equal(0, arena.RefCount(p));
+        Assert.Equal(0, arena.Statistics[ArenaCounter.StolenReferences]);
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 
     [Fact]
@@ -117,9 +162,11 @@ public sealed class FreedPageContractTests(ITestOutputHelper output)
         LegacyCachedGets.GetPage(arena, p); // legacy get_page: no report
         Assert.Equal(3, arena.DescriptorOf(p).RefCount);
 
-        // Give both references back the way a holder would, then the block is whole again.
-        Assert.False(arena.PutPage(p));
-        Assert.False(arena.PutPage(p));
+        // Give both references back with the put of that time (checked mode's put now refuses any put on a cached
+        // block: no reference on it can be legitimate), then the block is whole again.
+        Assert.Throws<PageBugException>(() => arena.PutPage(p));
+        Assert.False(LegacyCachedPut.PutPage(arena, p));
+        Assert.False(LegacyCachedPut.PutPage(arena, p));
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 

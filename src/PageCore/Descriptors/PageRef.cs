@@ -294,6 +294,59 @@ internal static class PageRef
     public static bool TryPutLast(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 0, 1) == 1;
 
     /// <summary>
+    /// The flags and the refcount read together, as one 8-byte word (<see cref="PageDescriptor.Flags"/> at offset 0 is
+    /// the low half, <see cref="PageDescriptor.RefCount"/> at offset 4 the high half), with acquire semantics.
+    /// </summary>
+    /// <remarks>
+    /// Invariant: none written. The word is 8-byte aligned (descriptors are 64-byte aligned), so the load is single-copy
+    /// atomic on x64 and arm64: the two halves are one moment's values. Only checked mode's put reads it
+    /// (<see cref="TryPutPair"/>); the hot paths keep their 4-byte accesses (a wide load over a recent narrow store
+    /// cannot be forwarded from the store buffer).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Pair(ref PageDescriptor d) => Volatile.Read(ref Unsafe.As<uint, ulong>(ref d.Flags));
+
+    /// <summary>The flags half of a word read by <see cref="Pair"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint FlagsOf(ulong pair) => (uint)pair;
+
+    /// <summary>The refcount half of a word read by <see cref="Pair"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int CountOf(ulong pair) => (int)(pair >> 32);
+
+    /// <summary>
+    /// <c>put_page</c> in checked mode: drops one reference only if neither the flags nor the count changed since
+    /// <paramref name="pair"/> was read (an 8-byte CAS over both). True when it did; false, with nothing written and
+    /// <paramref name="pair"/> updated to the word that won, when anything changed.
+    /// </summary>
+    /// <remarks>
+    /// <para>Invariant: the caller decided from <paramref name="pair"/> that the put is allowed (the count is live and the
+    /// flags do not say a per-CPU cache holds the block), and the decrement happens only while that is still exactly
+    /// true: a block that entered a cache after the read, or a count another get or put moved, makes the CAS fail. That is
+    /// what a 4-byte CAS on the count cannot give: it would take a speculative getter's transient reference on a block
+    /// freed into a cache between the caller's look at the flags and its decrement. The caller must not pass a count
+    /// below 1 (the result is written as it is).</para>
+    /// <para>Ordering: a successful CAS is a full fence, as the 4-byte put it replaces. Mixed sizes: the other
+    /// transitions change the count half with 4-byte atomics and the owner stores the flags half with 4-byte stores.
+    /// Every one of them is a single-copy atomic access to bytes this CAS covers, so it is ordered entirely before or
+    /// entirely after the CAS, and a CAS that finds either half changed fails. The kernel's lockref relies on the same
+    /// property on x86-64 and arm64 (an 8-byte cmpxchg over a spinlock that other code takes with 4-byte atomics). The
+    /// C11 model behind native/weak has no mixed-size accesses, so this transition is not among the GenMC clients.</para>
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryPutPair(ref PageDescriptor d, ref ulong pair)
+    {
+        ulong seen = Interlocked.CompareExchange(ref Unsafe.As<uint, ulong>(ref d.Flags), pair - (1UL << 32), pair);
+        if (seen == pair)
+        {
+            return true;
+        }
+
+        pair = seen;
+        return false;
+    }
+
+    /// <summary>
     /// <c>page_ref_freeze</c>: if the count is exactly <paramref name="expected"/>, make it 0.
     /// </summary>
     /// <remarks>
