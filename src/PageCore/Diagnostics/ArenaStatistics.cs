@@ -47,9 +47,10 @@ public enum ArenaCounter
 
     /// <summary>
     /// A speculative reference given back (a get that landed on a freed, cached block) found that it was no longer
-    /// counted: a put by a thread that held no reference had taken it meanwhile. That put cannot be told from a holder's
-    /// (see <see cref="PageArena.PutPage"/>), so it is seen only here, afterwards: the give-back writes nothing and throws
-    /// nothing (its caller did nothing wrong), and this counter records it. Always 0 in a correct program.
+    /// counted: a put by a thread that held no reference had taken it meanwhile. Without checked mode that put cannot be
+    /// told from a holder's (see <see cref="PageArena.PutPage"/>), so it is seen only here, afterwards: the give-back
+    /// writes nothing and throws nothing (its caller did nothing wrong), and this counter records it. Always 0 in a
+    /// correct program, and always 0 in a checked arena, which refuses that put.
     /// </summary>
     StolenReferences,
 }
