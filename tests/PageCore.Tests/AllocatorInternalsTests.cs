@@ -1,7 +1,6 @@
 using System.Numerics;
 using PageCore.Allocator;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using PageCore.Stress.Scenarios;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

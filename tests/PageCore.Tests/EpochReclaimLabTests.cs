@@ -1,7 +1,6 @@
 using PageCore.Stress;
 using PageCore.Stress.Scenarios;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

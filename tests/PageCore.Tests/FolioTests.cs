@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

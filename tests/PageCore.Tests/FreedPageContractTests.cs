@@ -1,7 +1,6 @@
 using PageCore.Descriptors;
 using PageCore.Legacy;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -3,7 +3,6 @@ using System.Diagnostics.Metrics;
 using System.Runtime.InteropServices;
 using PageCore.Stress.Scenarios;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

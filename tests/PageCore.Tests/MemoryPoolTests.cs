@@ -4,7 +4,6 @@ using System.Net;
 using System.Net.Sockets;
 using PageCore.Buffers;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,6 +1,5 @@
 using System.Diagnostics.Metrics;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using PageCore.Stress;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using PageCore.Stress;
 using PageCore.Stress.Scenarios;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 
