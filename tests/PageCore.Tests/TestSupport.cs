@@ -42,9 +42,21 @@ internal static class TestSupport
     public static ArenaLease Lease(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32, bool symmetricHandOver = false) =>
         new(NewArena(pages, maxOrder, caches, isChecked, batch, symmetricHandOver));
 
-    /// <summary>The repository root: the first folder above the test binaries that holds PageCore.sln.</summary>
+    /// <summary>
+    /// The repository root: PAGECORE_REPO_ROOT when set (a published test executable, e.g. the linux-arm64 one run under
+    /// emulation, lies outside the repository), else the first folder above the test binaries that holds PageCore.sln.
+    /// </summary>
     public static string RepoRoot()
     {
+        string? configured = Environment.GetEnvironmentVariable("PAGECORE_REPO_ROOT");
+        if (!string.IsNullOrEmpty(configured))
+        {
+            string full = Path.GetFullPath(configured);
+            return File.Exists(Path.Combine(full, "PageCore.sln"))
+                ? full
+                : throw new InvalidOperationException($"PAGECORE_REPO_ROOT={configured}: no PageCore.sln there");
+        }
+
         for (string? d = AppContext.BaseDirectory; d is not null; d = Path.GetDirectoryName(d))
         {
             if (File.Exists(Path.Combine(d, "PageCore.sln")))
@@ -53,7 +65,7 @@ internal static class TestSupport
             }
         }
 
-        throw new InvalidOperationException("PageCore.sln not found above " + AppContext.BaseDirectory);
+        throw new InvalidOperationException("PageCore.sln not found above " + AppContext.BaseDirectory + " (set PAGECORE_REPO_ROOT to the repository)");
     }
 
     /// <summary>
