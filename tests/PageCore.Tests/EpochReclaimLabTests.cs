@@ -53,7 +53,7 @@ public sealed class EpochReclaimLabTests(ITestOutputHelper output)
     {
         int seed = TestSupport.Seed(output, $"{name} (fixed reclaim, driven windows)");
         IScenario scenario = ScenarioCatalog.Find(name)!;
-        var ctx = new StressContext(2 * Environment.ProcessorCount, TimeSpan.FromSeconds(3), seed, 16384, legacy: false, pin: false, TextWriter.Null);
+        var ctx = new StressContext(2 * Environment.ProcessorCount, TestSupport.Scaled(TimeSpan.FromSeconds(3)), seed, 16384, legacy: false, pin: false, TextWriter.Null);
         StressResult result = await Task.Run(() => Program.RunForm(scenario, ctx));
         int op = ctx.Operations.Select((kind, i) => (kind, i)).Single(x => x.kind.Name == drivenOperation).i;
         long driven = ctx.Recorders.Sum(r => r.CountOf(op));

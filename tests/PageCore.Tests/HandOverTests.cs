@@ -63,7 +63,7 @@ public sealed class HandOverDetectionTests(ITestOutputHelper output)
             string source = Path.Combine(TestSupport.RepoRoot(), "native", "probes", "membarrier_query.c");
             string exe = Path.Combine(dir, "membarrier_query");
             await TestSupport.RunProcess(output, Environment.GetEnvironmentVariable("CC") ?? "cc", $"-O2 -o \"{exe}\" \"{source}\"");
-            string line = (await TestSupport.RunProcess(output, exe, "")).Split('\n').First(l => l.StartsWith("nr=", StringComparison.Ordinal));
+            string line = (await TestSupport.RunTarget(output, exe, "")).Split('\n').First(l => l.StartsWith("nr=", StringComparison.Ordinal));
             Dictionary<string, long> fields = line.Split(' ').Select(f => f.Split('=')).ToDictionary(kv => kv[0], kv => long.Parse(kv[1]));
             Assert.Equal(ProcessBarrier.MembarrierSyscallNumber(RuntimeInformation.ProcessArchitecture), (nint)fields["nr"]);
             bool kernelSays = fields["expedited"] == 1;

@@ -17,6 +17,30 @@ internal static class TestSupport
     public static TimeSpan ChurnTime =>
         TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("PAGECORE_TEST_SECONDS"), out double s) ? s : 1.5);
 
+    /// <summary>
+    /// The factor on the fixed run lengths of the tests that must see an interleaving happen within a run
+    /// (PAGECORE_TEST_TIME_SCALE, at least 1, default 1): under emulation (linux-arm64 under qemu-user, 60-130x slower)
+    /// a run of fixed length does too little to drive it. Their Timeout is fixed, so keep the scaled runs under it.
+    /// </summary>
+    public static double TimeScale =>
+        double.TryParse(Environment.GetEnvironmentVariable("PAGECORE_TEST_TIME_SCALE"), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double f) && f > 1 ? f : 1;
+
+    /// <summary><paramref name="length"/> times <see cref="TimeScale"/>.</summary>
+    public static TimeSpan Scaled(TimeSpan length) => length * TimeScale;
+
+    /// <summary>
+    /// Runs a binary built for the architecture under test (with $CC): directly, or through PAGECORE_TARGET_RUNNER when
+    /// set (e.g. qemu-aarch64-static, for an arm64 probe run from the test executable under emulation, where the kernel
+    /// cannot start an arm64 binary itself).
+    /// </summary>
+    public static Task<string> RunTarget(ITestOutputHelper output, string exe, string args)
+    {
+        string? runner = Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER");
+        return string.IsNullOrEmpty(runner)
+            ? RunProcess(output, exe, args)
+            : RunProcess(output, runner, $"\"{exe}\" {args}".TrimEnd());
+    }
+
     /// <summary>A seed, printed so that a failure can be replayed with PAGECORE_TEST_SEED.</summary>
     public static int Seed(ITestOutputHelper output, string test)
     {
