@@ -10,8 +10,13 @@ public sealed class MonitorTests(ITestOutputHelper output)
 {
     private static Process StartStress(string arguments)
     {
+        // Through the host's dotnet, or, for a self-contained test executable of another architecture (linux-arm64
+        // under qemu-user), its own pagecore-stress apphost through PAGECORE_TARGET_RUNNER.
         string dll = Path.Combine(AppContext.BaseDirectory, "pagecore-stress.dll");
-        var psi = new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}")
+        string? runner = Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER");
+        var psi = new ProcessStartInfo(
+            string.IsNullOrEmpty(runner) ? "dotnet" : runner,
+            string.IsNullOrEmpty(runner) ? $"\"{dll}\" {arguments}" : $"\"{Path.Combine(AppContext.BaseDirectory, "pagecore-stress")}\" {arguments}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
