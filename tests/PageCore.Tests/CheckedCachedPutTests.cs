@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using PageCore.Legacy;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace PageCore.Tests;
 
