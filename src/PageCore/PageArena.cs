@@ -214,6 +214,9 @@ public sealed unsafe partial class PageArena : IDisposable
     /// <summary>How the magazines' hand-over to a stealer is fenced in this arena (also in <see cref="Statistics"/>).</summary>
     internal HandOverForm HandOver => _handOver;
 
+    /// <summary>The arena's per-CPU caches, or null; for tests (their hooks).</summary>
+    internal PageCaches? CachesForTests => _caches;
+
     /// <summary>The caches a thread's magazine is popped and pushed inline for (see <see cref="_fastCaches"/>).</summary>
     internal PageCaches? FastThreadCaches
     {

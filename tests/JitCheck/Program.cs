@@ -19,7 +19,7 @@ internal static class Program
         ("PageCore.Descriptors.PageRef",
         [
             "Count", "SetAllocated", "Inc", "IncChecked", "Add", "TryGetFromOne", "TryGetUnlessZeroFrom",
-            "TryPutFromTwo", "PutUnlessLast", "PutTestZero", "TryPutLast", "Freeze", "Unfreeze",
+            "TryPutFromTwo", "PutUnlessLast", "PutTestZero", "TryPutLast", "Freeze", "Unfreeze", "Pair", "TryPutPair",
         ]),
         ("PageCore.PerCpu.PageCaches", ["EnterAsymmetric", "EnterSymmetric", "LeaveOwner", "AnnounceSteal"]),
         ("PageCore.Allocator.FrameAllocator",

@@ -40,6 +40,8 @@ EXPECT = [
     ("PageRef:TryPutLast", ["rmw"]),
     ("PageRef:Freeze", ["rmw"]),
     ("PageRef:Unfreeze", ["rel"]),
+    ("PageRef:Pair", ["acq"]),        # the 8-byte acquire load of flags and count (checked mode's put)
+    ("PageRef:TryPutPair", ["rmw"]),  # the 8-byte CAS over both
     ("PageCaches:EnterAsymmetric", ["rel", "acq"]),
     ("PageCaches:EnterSymmetric", ["rel", "fence", "acq"]),
     ("PageCaches:LeaveOwner", ["rel"]),

@@ -425,4 +425,52 @@ internal sealed unsafe partial class PageCaches
             }
         }
     }
+
+    /// <summary>Calls <paramref name="visit"/> for every cached block (PFN, order). Only meaningful when quiescent.</summary>
+    public void ForEachCached(Action<uint, int> visit)
+    {
+        foreach (Magazine m in Volatile.Read(ref _magazines))
+        {
+            for (int o = 0; o < Orders; o++)
+            {
+                int count = Volatile.Read(ref m.Hot.Count(o));
+                for (int i = 0; i < count; i++)
+                {
+                    visit(m.Slots[(o * _stride) + i], o);
+                }
+
+                uint top = Volatile.Read(ref m.Hot.Top(o));
+                if (top != NoPage)
+                {
+                    visit(top, o);
+                }
+            }
+        }
+
+        for (int cpu = 0; cpu < _cpuCount; cpu++)
+        {
+            for (int o = 0; o < Orders; o++)
+            {
+                long* slots = DepotOf(cpu, o);
+                for (int s = 0; s < DepotSlots; s++)
+                {
+                    long word = Volatile.Read(ref slots[s]);
+                    int count = (int)(word >> 32);
+                    uint link = (uint)word;
+                    for (int i = 0; i < count && link != 0; i++)
+                    {
+                        visit(link - 1, o);
+                        link = _desc[link - 1].Next;
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Tests only: called by <see cref="Drain"/> right after it emptied a thread's magazine and handed it back to its
+    /// owner (StealPending cleared), before it decides whether to forget the magazine. Null by default; read once per
+    /// magazine on the drain's slow path.
+    /// </summary>
+    internal Action<Magazine>? AfterReleaseHook { get; set; }
 }

@@ -447,9 +447,15 @@ internal sealed unsafe partial class PageCaches : IDisposable
                     }
                 }
 
+                // Whether the owner exited is read before the magazine is emptied, never after: a thread seen dead runs
+                // nothing more, so its emptied magazine stays empty and may be forgotten. An owner seen alive may free
+                // blocks into its magazine the moment StealPending is cleared below, and then exit; a magazine judged
+                // after that would be forgotten with those blocks in it (they were lost: cached, and in no cache).
+                bool exitedBeforeEmptied = m.OwnerExited;
                 moved += EmptyMagazine(m);
                 Volatile.Write(ref m.Hot.StealPending, 0);
-                if (m.OwnerExited)
+                AfterReleaseHook?.Invoke(m);
+                if (exitedBeforeEmptied)
                 {
                     (exited ??= []).Add(m);
                 }
@@ -467,47 +473,6 @@ internal sealed unsafe partial class PageCaches : IDisposable
         }
 
         return moved;
-    }
-
-    /// <summary>Calls <paramref name="visit"/> for every cached block (PFN, order). Only meaningful when quiescent.</summary>
-    public void ForEachCached(Action<uint, int> visit)
-    {
-        foreach (Magazine m in Volatile.Read(ref _magazines))
-        {
-            for (int o = 0; o < Orders; o++)
-            {
-                int count = Volatile.Read(ref m.Hot.Count(o));
-                for (int i = 0; i < count; i++)
-                {
-                    visit(m.Slots[(o * _stride) + i], o);
-                }
-
-                uint top = Volatile.Read(ref m.Hot.Top(o));
-                if (top != NoPage)
-                {
-                    visit(top, o);
-                }
-            }
-        }
-
-        for (int cpu = 0; cpu < _cpuCount; cpu++)
-        {
-            for (int o = 0; o < Orders; o++)
-            {
-                long* slots = DepotOf(cpu, o);
-                for (int s = 0; s < DepotSlots; s++)
-                {
-                    long word = Volatile.Read(ref slots[s]);
-                    int count = (int)(word >> 32);
-                    uint link = (uint)word;
-                    for (int i = 0; i < count && link != 0; i++)
-                    {
-                        visit(link - 1, o);
-                        link = _desc[link - 1].Next;
-                    }
-                }
-            }
-        }
     }
 
     /// <inheritdoc />
