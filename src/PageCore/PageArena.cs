@@ -764,6 +764,13 @@ public sealed unsafe partial class PageArena : IDisposable
     /// </summary>
     internal void ReleaseCachedToCore(uint p, int order)
     {
+        if (p >= _pageLimit)
+        {
+            // Only a broken hand-over (two owners of one magazine) can get here; report it instead of reading past the
+            // descriptor array, which would take the whole process down.
+            throw new PageBugException(new Pfn(p), "free_pcppages_bulk", "a cache held a PFN outside the arena (a magazine corrupted by two owners)", "");
+        }
+
         ref PageDescriptor d = ref _desc[p];
         uint poisoned = d.Flags & (uint)PageFlags.Poisoned;
         if ((d.Flags & ~(uint)PageFlags.Poisoned) != (uint)PageFlags.Cached || d.Order != order)

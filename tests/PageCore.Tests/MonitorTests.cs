@@ -71,6 +71,13 @@ public sealed class MonitorTests(ITestOutputHelper output)
     [Fact(Timeout = 120_000)]
     public async Task DumpOnBugWritesADumpOfTheProcessAtTheFirstBugReport()
     {
+        if (Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER") is { Length: > 0 } runner && !File.Exists("/proc/sys/fs/binfmt_misc/status"))
+        {
+            // The runtime writes the dump by starting its own createdump (an arm64 binary under emulation) with execve,
+            // which the kernel can only start through a binfmt_misc registration of the emulator; none is mounted here.
+            Assert.Skip($"cannot run under {runner}: the runtime's createdump is started with execve, and this kernel has no binfmt_misc registration to run it through {runner}");
+        }
+
         string dir = Path.Combine(Path.GetTempPath(), "pagecore-dumps-" + Guid.NewGuid().ToString("N")[..8]);
         try
         {

@@ -225,18 +225,23 @@ internal sealed unsafe partial class PageCaches
         long moved = 0;
         for (int o = 0; o < Orders; o++)
         {
+            // Count and top are read once each: the stealer owns the magazine here, but if the hand-over was broken
+            // (the legacy form) the owner may be popping at the same time, and a second read of top could find NoPage,
+            // a PFN no descriptor has.
             ref int count = ref m.Hot.Count(o);
-            for (int i = 0; i < count; i++)
+            int n = count;
+            for (int i = 0; i < n; i++)
             {
                 _arena.ReleaseCachedToCore(m.Slots[(o * _stride) + i], o);
             }
 
-            moved += (long)count << o;
+            moved += (long)n << o;
             count = 0;
             ref uint top = ref m.Hot.Top(o);
-            if (top != NoPage)
+            uint t = top;
+            if (t != NoPage)
             {
-                _arena.ReleaseCachedToCore(top, o);
+                _arena.ReleaseCachedToCore(t, o);
                 top = NoPage;
                 moved += 1L << o;
             }
