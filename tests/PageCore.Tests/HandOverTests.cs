@@ -62,7 +62,7 @@ public sealed class HandOverDetectionTests(ITestOutputHelper output)
         {
             string source = Path.Combine(TestSupport.RepoRoot(), "native", "probes", "membarrier_query.c");
             string exe = Path.Combine(dir, "membarrier_query");
-            await TestSupport.RunProcess(output, Environment.GetEnvironmentVariable("CC") ?? "cc", $"-O2 -o \"{exe}\" \"{source}\"");
+            await TestSupport.RunProcess(output, TestSupport.TargetCompiler, $"-O2 -o \"{exe}\" \"{source}\"");
             string line = (await TestSupport.RunTarget(output, exe, "")).Split('\n').First(l => l.StartsWith("nr=", StringComparison.Ordinal));
             Dictionary<string, long> fields = line.Split(' ').Select(f => f.Split('=')).ToDictionary(kv => kv[0], kv => long.Parse(kv[1]));
             Assert.Equal(ProcessBarrier.MembarrierSyscallNumber(RuntimeInformation.ProcessArchitecture), (nint)fields["nr"]);
@@ -171,6 +171,14 @@ public sealed class HandOverConcurrencyTests(ITestOutputHelper output)
     [Fact(Timeout = 150_000)]
     public async Task TheAsymmetricHandOverWithoutABarrierOnTheOwnersCpuIsCaught()
     {
+        if (Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER") is { Length: > 0 } runner)
+        {
+            // How soon a store-buffer reordering shows is a property of the CPUs that run the threads; under emulation
+            // the budget bounds nothing: caught within it in one run on the 2-core development machine, missed in a CI
+            // run beside two CPU hogs. The fixed forms still run there (OwnersAndANonStopStealerNeverShareABlock).
+            Assert.Skip($"not a dependable catch under {runner}: the time to detection of the unfenced hand-over depends on real CPUs' store buffers, and emulation at 60-130x the cost makes the {LegacyBudget.TotalSeconds} s budget meaningless");
+        }
+
         int seed = TestSupport.Seed(output, "magazine steal legacy (no remote barrier)");
         ArenaLease lease = NewStealArena(symmetricHandOver: false, legacy: true);
         (long ops, long drains, TimeSpan? caught, string[] errors, bool joined) = await Task.Run(() => RunSteal(lease.Arena, seed, LegacyBudget));

@@ -29,7 +29,9 @@ public sealed class MonitorTests(ITestOutputHelper output)
     [Fact(Timeout = 120_000)]
     public async Task TheMonitorShowsLiveFiguresFromARunningStressProcess()
     {
-        using Process child = StartStress("run alloc-churn --duration 20s --threads 2 --arena-pages 16384");
+        // The child outlives the watch (it is killed at the end); under emulation the event session takes longer to
+        // deliver, so the watch is longer there (PAGECORE_TEST_TIME_SCALE, at most 5x).
+        using Process child = StartStress("run alloc-churn --duration 5m --threads 2 --arena-pages 16384");
         Task<string> childOut = child.StandardOutput.ReadToEndAsync();
         Task<string> childErr = child.StandardError.ReadToEndAsync(); // drained, so the child never blocks on a full pipe
         try
@@ -45,7 +47,7 @@ public sealed class MonitorTests(ITestOutputHelper output)
 
                 Assert.Contains(ProcessMonitor.Processes(), p => p.Pid == child.Id && p.CommandLine.Contains("alloc-churn"));
                 var text = new StringWriter();
-                int received = ProcessMonitor.Watch(child.Id, TimeSpan.FromSeconds(4), text);
+                int received = ProcessMonitor.Watch(child.Id, TimeSpan.FromSeconds(4) * Math.Min(TestSupport.TimeScale, 5), text);
                 output.WriteLine(text.ToString());
                 Assert.True(received > 0, "no value arrived");
                 string[] allocated = text.ToString().Split('\n').Where(l => l.Contains("pagecore.pages.allocated[order=0]")).ToArray();

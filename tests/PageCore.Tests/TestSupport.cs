@@ -29,7 +29,15 @@ internal static class TestSupport
     public static TimeSpan Scaled(TimeSpan length) => length * TimeScale;
 
     /// <summary>
-    /// Runs a binary built for the architecture under test (with $CC): directly, or through PAGECORE_TARGET_RUNNER when
+    /// The C compiler for the architecture under test: PAGECORE_TARGET_CC (e.g. aarch64-linux-gnu-gcc, for the test
+    /// executable under emulation), else $CC, else cc. Host tools (spin's verifiers, GenMC) keep the host's compiler.
+    /// </summary>
+    public static string TargetCompiler =>
+        Environment.GetEnvironmentVariable("PAGECORE_TARGET_CC") is { Length: > 0 } target ? target
+        : Environment.GetEnvironmentVariable("CC") is { Length: > 0 } cc ? cc : "cc";
+
+    /// <summary>
+    /// Runs a binary built for the architecture under test (with <see cref="TargetCompiler"/>): directly, or through PAGECORE_TARGET_RUNNER when
     /// set (e.g. qemu-aarch64-static, for an arm64 probe run from the test executable under emulation, where the kernel
     /// cannot start an arm64 binary itself).
     /// </summary>
