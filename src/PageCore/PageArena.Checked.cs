@@ -31,13 +31,7 @@ public sealed unsafe partial class PageArena
     private bool PutPageSlow(uint p)
     {
         uint head = HeadPfnChecked(p);
-        if (_checked)
-        {
-            return PutChecked(head);
-        }
-
-        int seen = PageRef.TryPutFromTwo(ref _desc[head]);
-        return seen != 2 && PutFrom(head, seen);
+        return _checked ? PutChecked(head) : PutHead(head);
     }
 
     /// <summary>
@@ -94,12 +88,7 @@ public sealed unsafe partial class PageArena
     /// historical put that <see cref="PutChecked"/> replaced. For the legacy forms only
     /// (<c>PageCore.Legacy.LegacyCachedPut</c>, and the legacy gets' holders giving back what they took).
     /// </summary>
-    internal bool PutByCount(Pfn pfn)
-    {
-        uint head = HeadPfnChecked(pfn.Value);
-        int seen = PageRef.TryPutFromTwo(ref _desc[head]);
-        return seen != 2 && PutFrom(head, seen);
-    }
+    internal bool PutByCount(Pfn pfn) => PutHead(HeadPfnChecked(pfn.Value));
 
     /// <summary>
     /// The checked cached free: freeze the caller's reference (1 -> 0), poison the block, mark it cached, publish the

@@ -123,12 +123,22 @@ public sealed unsafe partial class PageArena
         if (p < _tailFreeLimit)
         {
             // In range, no compound page in the arena yet, and not checked mode (a checked arena keeps the limit at 0):
-            // the page is its own head, and the put is the 2 -> 1 guess.
-            int seen = PageRef.TryPutFromTwo(ref _desc[p]);
-            return seen != 2 && PutFrom(p, seen);
+            // the page is its own head.
+            return PutHead(p);
         }
 
         return PutPageSlow(p);
+    }
+
+    /// <summary>
+    /// The put of unchecked mode on a block's head: the 2 -> 1 guess, then <see cref="PutFrom"/> from the count it found.
+    /// True when this put freed the block.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool PutHead(uint head)
+    {
+        int seen = PageRef.TryPutFromTwo(ref _desc[head]);
+        return seen != 2 && PutFrom(head, seen);
     }
 
     /// <summary>

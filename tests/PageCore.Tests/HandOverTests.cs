@@ -171,7 +171,7 @@ public sealed class HandOverConcurrencyTests(ITestOutputHelper output)
     [Fact(Timeout = 150_000)]
     public async Task TheAsymmetricHandOverWithoutABarrierOnTheOwnersCpuIsCaught()
     {
-        if (Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER") is { Length: > 0 } runner)
+        if (TestSupport.TargetRunner is { } runner)
         {
             // How soon a store-buffer reordering shows is a property of the CPUs that run the threads; under emulation
             // the budget bounds nothing: caught within it in one run on the 2-core development machine, missed in a CI

@@ -13,10 +13,10 @@ public sealed class MonitorTests(ITestOutputHelper output)
         // Through the host's dotnet, or, for a self-contained test executable of another architecture (linux-arm64
         // under qemu-user), its own pagecore-stress apphost through PAGECORE_TARGET_RUNNER.
         string dll = Path.Combine(AppContext.BaseDirectory, "pagecore-stress.dll");
-        string? runner = Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER");
+        string? runner = TestSupport.TargetRunner;
         var psi = new ProcessStartInfo(
-            string.IsNullOrEmpty(runner) ? "dotnet" : runner,
-            string.IsNullOrEmpty(runner) ? $"\"{dll}\" {arguments}" : $"\"{Path.Combine(AppContext.BaseDirectory, "pagecore-stress")}\" {arguments}")
+            runner ?? "dotnet",
+            runner is null ? $"\"{dll}\" {arguments}" : $"\"{Path.Combine(AppContext.BaseDirectory, "pagecore-stress")}\" {arguments}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -73,7 +73,7 @@ public sealed class MonitorTests(ITestOutputHelper output)
     [Fact(Timeout = 120_000)]
     public async Task DumpOnBugWritesADumpOfTheProcessAtTheFirstBugReport()
     {
-        if (Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER") is { Length: > 0 } runner && !File.Exists("/proc/sys/fs/binfmt_misc/status"))
+        if (TestSupport.TargetRunner is { } runner && !File.Exists("/proc/sys/fs/binfmt_misc/status"))
         {
             // The runtime writes the dump by starting its own createdump (an arm64 binary under emulation) with execve,
             // which the kernel can only start through a binfmt_misc registration of the emulator; none is mounted here.

@@ -37,16 +37,22 @@ internal static class TestSupport
         : Environment.GetEnvironmentVariable("CC") is { Length: > 0 } cc ? cc : "cc";
 
     /// <summary>
+    /// The emulator that runs binaries of the architecture under test (PAGECORE_TARGET_RUNNER, e.g. qemu-aarch64-static
+    /// for the linux-arm64 test executable under emulation), or null when they run directly.
+    /// </summary>
+    public static string? TargetRunner =>
+        Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER") is { Length: > 0 } runner ? runner : null;
+
+    /// <summary>
     /// Runs a binary built for the architecture under test (with <see cref="TargetCompiler"/>): directly, or through PAGECORE_TARGET_RUNNER when
     /// set (e.g. qemu-aarch64-static, for an arm64 probe run from the test executable under emulation, where the kernel
     /// cannot start an arm64 binary itself).
     /// </summary>
     public static Task<string> RunTarget(ITestOutputHelper output, string exe, string args)
     {
-        string? runner = Environment.GetEnvironmentVariable("PAGECORE_TARGET_RUNNER");
-        return string.IsNullOrEmpty(runner)
-            ? RunProcess(output, exe, args)
-            : RunProcess(output, runner, $"\"{exe}\" {args}".TrimEnd());
+        return TargetRunner is { } runner
+            ? RunProcess(output, runner, $"\"{exe}\" {args}".TrimEnd())
+            : RunProcess(output, exe, args);
     }
 
     /// <summary>A seed, printed so that a failure can be replayed with PAGECORE_TEST_SEED.</summary>
