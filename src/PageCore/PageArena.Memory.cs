@@ -58,4 +58,39 @@ public sealed unsafe partial class PageArena
 
         return new Pfn((uint)(offset >> _pageShift));
     }
+
+    /// <summary>
+    /// The memory of a block as a segment of the arena's pinned array, for APIs that want arrays
+    /// (<see cref="System.Runtime.InteropServices.MemoryMarshal.TryGetArray{T}"/> on a pool's buffers). Like
+    /// <see cref="GetSpan"/>, it holds no reference on the page: use it only while you hold one.
+    /// </summary>
+    /// <param name="pfn">The block's first page.</param>
+    /// <param name="order">The block's order; the segment covers <c>PageSize &lt;&lt; order</c> bytes.</param>
+    /// <param name="segment">The block's bytes, or default when the arena is <see cref="ArenaBacking.Native"/>.</param>
+    /// <returns>False when the arena's pages are not in an array (<see cref="Backing"/> is <see cref="ArenaBacking.Native"/>).</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The block is outside the arena or the order is out of range.</exception>
+    public bool TryGetArraySegment(Pfn pfn, int order, out ArraySegment<byte> segment)
+    {
+        if ((uint)order >= _orderLimit)
+        {
+            ThrowBadOrder(order);
+        }
+
+        ulong end = (ulong)pfn.Value + (1UL << order);
+        if (end > _pageLimit)
+        {
+            ThrowBadPfn(pfn.Value);
+        }
+
+        byte[]? array = _dataRegion.Array;
+        if (array is null)
+        {
+            segment = default;
+            return false;
+        }
+
+        // Both fit an int: the whole array does (ReservePinnedArray checked it).
+        segment = new ArraySegment<byte>(array, _dataRegion.ArrayOffset + (int)((long)pfn.Value << _pageShift), (int)(1L << (_pageShift + order)));
+        return true;
+    }
 }

@@ -13,8 +13,9 @@ namespace PageCore;
 /// allocator with per-CPU caches: the kernel's <c>mem_map</c>, <c>page_ref.h</c>, buddy allocator and pcp lists.
 /// </summary>
 /// <remarks>
-/// <para>The data pages are one native reservation (<c>mmap</c>: address space first, memory when touched), page-size
-/// aligned and never moved; <see cref="AddressOf"/> and <see cref="PfnOf"/> are arithmetic. The descriptors are a
+/// <para>The data pages are one pinned array (<see cref="ArenaBacking.PinnedArray"/>, the default up to 2 GiB) or one
+/// native reservation (<c>mmap</c>), either way memory that becomes resident when touched, page-size aligned and never
+/// moved; <see cref="AddressOf"/> and <see cref="PfnOf"/> are arithmetic. The descriptors are a
 /// parallel native array, cache-line aligned, pinned for the arena's life.</para>
 /// <para>Every member is thread-safe unless it says otherwise. Any thread may call <see cref="TryGetPageUnlessZero"/> and
 /// <see cref="PutPage"/> on any PFN at any moment, as the kernel's PFN walkers do; the allocator stays correct under that
@@ -28,6 +29,7 @@ public sealed unsafe partial class PageArena : IDisposable
     public const byte PoisonByte = 0xAA;
 
     private readonly NativeRegion _dataRegion;
+    private readonly ArenaBacking _backing;
     private readonly NativeRegion _descRegion;
     private readonly byte* _base;
     private readonly PageDescriptor* _desc;
@@ -85,7 +87,13 @@ public sealed unsafe partial class PageArena : IDisposable
         nuint pageSize = (nuint)1 << _pageShift;
         nuint dataBytes = (nuint)_pageCount << _pageShift;
         nuint alignment = options.AdviseHugePages && dataBytes >= (2 << 20) ? Math.Max(pageSize, (nuint)(2 << 20)) : pageSize;
-        _dataRegion = NativeRegion.Reserve(dataBytes, alignment, options.AdviseHugePages);
+        alignment = Math.Max(alignment, (nuint)Environment.SystemPageSize); // a chunk's memory can be discarded whole
+        _backing = options.Backing == ArenaBacking.Auto
+            ? ((ulong)dataBytes + alignment <= (ulong)Array.MaxLength ? ArenaBacking.PinnedArray : ArenaBacking.Native)
+            : options.Backing;
+        _dataRegion = _backing == ArenaBacking.PinnedArray
+            ? NativeRegion.ReservePinnedArray(dataBytes, alignment, options.AdviseHugePages)
+            : NativeRegion.Reserve(dataBytes, alignment, options.AdviseHugePages);
         try
         {
             _descRegion = NativeRegion.Reserve((nuint)_pageCount * PageDescriptor.Size, (nuint)CacheLine.PaddedSize, adviseHugePages: false);
@@ -114,6 +122,7 @@ public sealed unsafe partial class PageArena : IDisposable
         // without a test of _checked on the unchecked put's path.
         _tailFreeLimit = _checked ? 0 : _pageLimit;
         _orderLimit = (uint)_maxOrder + 1;
+        StartGiveBackTimer();
     }
 
     /// <summary>Creates an arena (the kernel's <c>free_area_init</c> for one zone): every page free, refcount 0.</summary>
@@ -151,6 +160,15 @@ public sealed unsafe partial class PageArena : IDisposable
 
     /// <summary>Whether orders 0..3 go through the per-thread and per-CPU caches.</summary>
     public bool PerCpuCachesEnabled => _caches is not null;
+
+    /// <summary>Where the data pages live: <see cref="ArenaBacking.PinnedArray"/> or <see cref="ArenaBacking.Native"/> (never Auto).</summary>
+    public ArenaBacking Backing => _backing;
+
+    /// <summary>
+    /// The bytes in one chunk of the allocator (512 pages: 2 MiB of 4 KiB pages), the unit in which free memory is given
+    /// back to the operating system (<see cref="ReturnFreeMemory"/>).
+    /// </summary>
+    public long ChunkBytes => (long)PageSize << FrameAllocator.ChunkShift;
 
     /// <summary>Whether the kernel accepted <c>madvise(MADV_HUGEPAGE)</c> for the data pages.</summary>
     public bool HugePagesAdvised => _dataRegion.HugePagesAdvised;
@@ -667,6 +685,7 @@ public sealed unsafe partial class PageArena : IDisposable
             }
         }
 
+        StopGiveBack(); // waits out a give-back pass in progress: no discard of released memory
         PageCoreMetrics.Unregister(this); // waits out an observation in progress: no reads of released memory
         _tailFreeLimit = 0; // first: HeadOf's fast compare must not pass once _pageLimit refuses every PFN
         _pageLimit = 0;

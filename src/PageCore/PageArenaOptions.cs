@@ -37,6 +37,21 @@ public sealed class PageArenaOptions
     /// </summary>
     public bool CollectStatistics { get; set; } = true;
 
+    /// <summary>
+    /// Where the data pages live. <see cref="ArenaBacking.Auto"/> (the default) takes a pinned array when the pages fit
+    /// one (up to 2 GiB), else native memory.
+    /// </summary>
+    public ArenaBacking Backing { get; set; } = ArenaBacking.Auto;
+
+    /// <summary>
+    /// How long a chunk of <see cref="PageArena.ChunkBytes"/> must stay wholly free before its memory is given back to the
+    /// operating system (<c>madvise(MADV_DONTNEED)</c>; the pages stay in the arena and read as zero when next used).
+    /// <see cref="Timeout.InfiniteTimeSpan"/> never gives memory back on its own (<see cref="PageArena.ReturnFreeMemory"/>
+    /// still does when called). Not in checked mode: a page given back would lose its poison (as the kernel's free page
+    /// reporting stands down under page poisoning). Linux only. Default 10 s.
+    /// </summary>
+    public TimeSpan ReturnFreeMemoryAfter { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>For benchmarks and tests: make the allocator scan with scalar code even where SIMD is available.</summary>
     internal bool ForceScalarScan { get; set; }
 
@@ -80,6 +95,21 @@ public sealed class PageArenaOptions
         if ((Pages << PageShift) <= 0 || (Pages << PageShift) > (1L << 47))
         {
             throw new ArgumentOutOfRangeException(nameof(Pages), Pages, "The arena must be smaller than 128 TiB.");
+        }
+
+        if (ReturnFreeMemoryAfter < TimeSpan.Zero && ReturnFreeMemoryAfter != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ReturnFreeMemoryAfter), ReturnFreeMemoryAfter, "ReturnFreeMemoryAfter must be zero or more, or Timeout.InfiniteTimeSpan.");
+        }
+
+        if (!Enum.IsDefined(Backing))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Backing), Backing, "Backing must be Auto, PinnedArray or Native.");
+        }
+
+        if (Backing == ArenaBacking.PinnedArray && (Pages << PageShift) + (1L << 21) > Array.MaxLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Backing), Backing, $"A pinned array holds at most {Array.MaxLength} bytes: {Pages} pages of {1 << PageShift} bytes need Native (or Auto).");
         }
 
         if (PerCpuBatch is < 1 or > 256)

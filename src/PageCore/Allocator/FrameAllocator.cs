@@ -13,9 +13,10 @@ namespace PageCore.Allocator;
 /// <para><b>Structures.</b> The arena is cut into chunks of 512 pages (an order-9 block, 2 MiB of 4 KiB pages). A chunk
 /// owns eight 64-bit bitfield words (one 64-byte line) and one status word: <see cref="Normal"/> (the bits say which
 /// pages are in use), <see cref="Huge"/> (the whole chunk is part of one allocated block of order 9 or more; its bits
-/// are not used), or <see cref="HeadOnly"/> (a huge block was freed while a speculative reference still held its head:
-/// page 0 of the chunk is that head, still in use, and every other page follows the bits). Pages past the arena's end
-/// are set in the bitfield for good.</para>
+/// are not used), <see cref="HeadOnly"/> (a huge block was freed while a speculative reference still held its head:
+/// page 0 of the chunk is that head, still in use, and every other page follows the bits), or <see cref="GivingBack"/>
+/// (wholly free, its memory being handed back to the operating system: claimed like a huge block, so that no page of it
+/// is handed out meanwhile). Pages past the arena's end are set in the bitfield for good.</para>
 /// <para><b>Paths.</b> Orders 0..6 claim a naturally aligned run of clear bits inside one word with one CAS; orders 7
 /// and 8 claim 2 or 4 whole words (CAS from 0 each, rolled back if one fails); orders 9 and up claim whole chunks by CAS
 /// of their status from <see cref="Normal"/> to <see cref="Huge"/>. Free clears the bits (one
@@ -60,6 +61,12 @@ internal sealed unsafe class FrameAllocator : IDisposable
 
     /// <summary>Chunk status: page 0 is the still-referenced head of a freed huge block; the other pages follow the bits.</summary>
     public const int HeadOnly = 2;
+
+    /// <summary>
+    /// Chunk status: the chunk is wholly free and its memory is being given back to the operating system
+    /// (<see cref="TryBeginGiveBack"/>); no claim stands on it, and its pages count as free.
+    /// </summary>
+    public const int GivingBack = 3;
 
     // Per-thread hints: the last word (+1, so that 0 means "none yet") where this thread allocated a small block, and the
     // chunk after its last huge block. Shared by every allocator in the process and range-checked on use: a stale hint
@@ -115,6 +122,12 @@ internal sealed unsafe class FrameAllocator : IDisposable
                     continue;
                 }
 
+                if (status == GivingBack)
+                {
+                    free += ChunkPages; // wholly free (its claimer saw every bit clear), only out of reach for a moment
+                    continue;
+                }
+
                 ulong* w = _bits + ((long)c * WordsPerChunk);
                 int used = 0;
                 for (int i = 0; i < WordsPerChunk; i++)
@@ -139,6 +152,11 @@ internal sealed unsafe class FrameAllocator : IDisposable
     public bool IsInUse(uint pfn)
     {
         int status = ReadStatus((int)(pfn >> ChunkShift));
+        if (status == GivingBack)
+        {
+            return false;
+        }
+
         return status == Huge
             || (status == HeadOnly && (pfn & (ChunkPages - 1)) == 0)
             || (ReadWord(pfn >> 6) & (1UL << (int)(pfn & 63))) != 0;
@@ -173,9 +191,14 @@ internal sealed unsafe class FrameAllocator : IDisposable
         long hint = t_wordHint - 1;
         long start = (ulong)hint < (ulong)_wordCount ? hint : InitialHintWord();
         int firstChunk = (int)(start / WordsPerChunk);
-        for (int visited = 0; visited <= _chunkCount && got < dest.Length; visited++)
+        for (int visited = 0; visited < ScanLength && got < dest.Length; visited++)
         {
-            int c = (firstChunk + visited) % _chunkCount;
+            int c = DenseOrder(firstChunk, visited);
+            if (c < 0)
+            {
+                continue;
+            }
+
             int candidates = CandidateWords(c, order);
             while (candidates != 0 && got < dest.Length)
             {
@@ -291,6 +314,42 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return false;
     }
 
+    /// <summary>Whether a chunk is wholly free at this moment (racy: a hint for the give-back pass).</summary>
+    public bool IsChunkFree(int chunk) => Volatile.Read(ref _status[chunk]) == Normal && AllWordsClear(chunk);
+
+    /// <summary>
+    /// Claims a wholly free chunk so that its memory can be given back to the operating system: <see cref="Normal"/> ->
+    /// <see cref="GivingBack"/>, then checks that no bit is set. False, with nothing changed, when any page is in use.
+    /// </summary>
+    /// <remarks>
+    /// Keeps A1 exactly as <see cref="TryClaimChunk"/> does: the CAS is the huge half of the Dekker handshake (full fence
+    /// before the bit loads), and every small claim checks the status after its own CAS and rolls back on anything but
+    /// <see cref="Normal"/> or <see cref="HeadOnly"/>. So while the status is <see cref="GivingBack"/> no page of the
+    /// chunk is handed out, and discarding its memory loses nobody's data. Only this claimer writes the status until
+    /// <see cref="EndGiveBack"/> (A4).
+    /// </remarks>
+    public bool TryBeginGiveBack(int chunk)
+    {
+        if (Interlocked.CompareExchange(ref _status[chunk], GivingBack, Normal) != Normal)
+        {
+            return false;
+        }
+
+        if (AllWordsClear(chunk))
+        {
+            return true;
+        }
+
+        Volatile.Write(ref _status[chunk], Normal);
+        _counters?.Add(ArenaCounter.HandshakeRollbacks);
+        return false;
+    }
+
+    /// <summary>The chunk's memory was given back: <see cref="GivingBack"/> -> <see cref="Normal"/>.</summary>
+    /// <remarks>Keeps A4: the claimer's release store. The discard (a system call) completed before it, so a page claimed
+    /// after this store is never zeroed under its new owner.</remarks>
+    public void EndGiveBack(int chunk) => Volatile.Write(ref _status[chunk], Normal);
+
     /// <summary>Gives a chunk of a huge block back: <see cref="Huge"/> -> <see cref="Normal"/>.</summary>
     /// <remarks>Keeps A4: only the owner writes a huge chunk's status, so a release store cannot lose an update; release
     /// orders every write to the block before the next claimant's CAS or status read sees <see cref="Normal"/>.</remarks>
@@ -334,7 +393,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
     private bool TryClaimInWord(long word, int order, out uint pfn)
     {
         int status = Volatile.Read(ref _status[word / WordsPerChunk]);
-        if (status != Huge)
+        if (status is Normal or HeadOnly)
         {
             ulong* w = _bits + word;
             ulong reserved = Reserved(word, status);
@@ -379,7 +438,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
     private int ClaimManyInWord(long word, int order, Span<uint> dest)
     {
         int status = Volatile.Read(ref _status[word / WordsPerChunk]);
-        if (status == Huge)
+        if (status is not (Normal or HeadOnly))
         {
             return 0;
         }
@@ -509,7 +568,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
     private int CandidateWords(int chunk, int order)
     {
         int status = Volatile.Read(ref _status[chunk]);
-        if (status == Huge)
+        if (status is not (Normal or HeadOnly))
         {
             return 0;
         }
@@ -544,10 +603,15 @@ internal sealed unsafe class FrameAllocator : IDisposable
         long start = (ulong)hint < (ulong)_wordCount ? hint : InitialHintWord();
         int firstChunk = (int)(start / WordsPerChunk);
 
-        // Every chunk once, starting with the hint's; the hint's chunk again at the end for the words before the hint.
-        for (int visited = 0; visited <= _chunkCount; visited++)
+        // The hint's chunk (all its words, not only those after the hint), then the others in DenseOrder.
+        for (int visited = 0; visited < ScanLength; visited++)
         {
-            int c = (firstChunk + visited) % _chunkCount;
+            int c = DenseOrder(firstChunk, visited);
+            if (c < 0)
+            {
+                continue;
+            }
+
             int candidates = CandidateWords(c, order);
             while (candidates != 0)
             {
@@ -669,12 +733,47 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return true;
     }
 
+    /// <summary>Steps of a small allocation's scan: the hint's chunk, then three passes over the chunks (<see cref="DenseOrder"/>).</summary>
+    private int ScanLength => 1 + (3 * _chunkCount);
+
+    /// <summary>
+    /// The chunk a small allocation visits at step <paramref name="visited"/> of its scan, or -1 to skip the step:
+    /// first the chunk it last allocated in (its hint, where its recent blocks are); then the partly used chunks from
+    /// the lowest up; then the wholly free chunks whose buddy chunk is in use; then any wholly free chunk, lowest first.
+    /// This keeps the working set dense, as LLFree's reservations prefer partly used trees: used memory gathers in the
+    /// low chunks and the high ones stay wholly free, so their memory can be given back (<see cref="TryBeginGiveBack"/>);
+    /// and, as the buddy allocator splits the smallest free block, a new chunk is broken off a pair that is already
+    /// broken before a whole pair (an order-10 block) is. The wholly-free test is racy: a wrong guess only changes which
+    /// chunk is tried first. Threads meet in the lowest chunk with room only when their own is full, once per batch.
+    /// </summary>
+    private int DenseOrder(int firstChunk, int visited)
+    {
+        if (visited == 0)
+        {
+            return firstChunk;
+        }
+
+        int pass = (visited - 1) / _chunkCount;
+        int c = (visited - 1) % _chunkCount;
+        if (c == firstChunk)
+        {
+            return -1;
+        }
+
+        bool free = IsChunkFree(c);
+        bool take = pass switch
+        {
+            0 => !free,
+            1 => free && ((c ^ 1) >= _chunkCount || !IsChunkFree(c ^ 1)),
+            _ => free,
+        };
+        return take ? c : -1;
+    }
+
     private long InitialHintWord()
     {
-        // Spread threads over the arena so that they do not all start on word 0 (Fibonacci hashing of the thread id).
-        int chunk = (int)(((uint)Environment.CurrentManagedThreadId * 2654435769u) % (uint)_chunkCount);
-        long word = (long)chunk * WordsPerChunk;
-        t_wordHint = word + 1;
-        return word;
+        // No hint yet (or a stale one): start at the lowest chunk, where the working set is kept.
+        t_wordHint = 1;
+        return 0;
     }
 }

@@ -4,30 +4,47 @@ using System.Runtime.CompilerServices;
 namespace PageCore.Buffers;
 
 /// <summary>
-/// The <see cref="MemoryManager{T}"/> of one page or compound page of a <see cref="PageMemoryPool"/>: created once per
-/// block head and reused for every rent of that block, so renting allocates nothing. It is the
+/// The <see cref="MemoryManager{T}"/> of one page or compound page of a <see cref="PageMemoryPool"/>, and the
 /// <see cref="IMemoryOwner{T}"/> that <see cref="PageMemoryPool.Rent"/> returns; disposing it gives the block back.
+/// Each block head has two of them, created on its first rent and used in turn, so renting allocates nothing.
 /// </summary>
 /// <remarks>
-/// <para><see cref="Pin"/> never throws and never copies: arena pages never move. <see cref="TryGetArray"/> returns false
-/// (there is no array), so consumers use spans.</para>
-/// <para>Like ASP.NET Core's pool blocks, a reused manager cannot tell a stale owner from the current one: a second
-/// <c>Dispose</c> after the block was rented again would return someone else's lease. The pool's checked mode
-/// (<see cref="PageMemoryPool"/> created with <c>checkedMode: true</c>) hands out a per-rent wrapper instead, which catches
-/// use after dispose, double dispose and unbalanced pins.</para>
+/// <para><see cref="Pin"/> never throws and never copies: arena pages never move. <see cref="TryGetArray"/> exposes the
+/// block as a segment of the arena's pinned array (arenas with <see cref="ArenaBacking.PinnedArray"/>, the default up
+/// to 2 GiB), so APIs that want arrays (Kestrel's socket sender for a response of several buffers) work; on a native
+/// arena it returns false.</para>
+/// <para><b>A second Dispose</b> of an owner is ignored, and counted in <see cref="PageMemoryPool.StaleDisposes"/>, as
+/// long as that owner object was not handed out again: a block's next rent gets the other owner of its pair, so a
+/// renter that disposes twice does not free the block of whoever rented it next. Only when the block was rented twice
+/// more meanwhile is the stale owner leased again, and its second Dispose then frees the current rent (no pool that
+/// reuses owner objects can tell the two apart; a pool that allocates an owner per rent can). The pool's checked mode
+/// catches every double dispose. Pins are reset on every rent.</para>
 /// </remarks>
 public sealed unsafe class PageMemoryManager : MemoryManager<byte>
 {
-    private readonly PageMemoryPool _pool;
+    private readonly PageMemoryPoolGroup _group;
     private readonly Pfn _head;
     private int _order;
     private int _length;
     private int _pins;
 
-    internal PageMemoryManager(PageMemoryPool pool, Pfn head)
+    // 1 while leased: set last by Lease (release), taken back by the first Dispose (an exchange, so that of two disposes
+    // racing on one lease exactly one frees the block).
+    private int _leased;
+
+    internal PageMemoryManager(PageMemoryPoolGroup group, Pfn head)
     {
-        _pool = pool;
+        _group = group;
         _head = head;
+        Sibling = this;
+    }
+
+    internal PageMemoryManager(PageMemoryPoolGroup group, Pfn head, PageMemoryManager first)
+    {
+        _group = group;
+        _head = head;
+        Sibling = first;
+        first.Sibling = this;
     }
 
     /// <summary>The block's first page.</summary>
@@ -36,11 +53,17 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     /// <summary>The block's order.</summary>
     public int Order => _order;
 
-    /// <summary>Pins currently outstanding (<see cref="Pin"/> minus <see cref="Unpin"/>).</summary>
+    /// <summary>Pins outstanding in this rent (<see cref="Pin"/> minus <see cref="Unpin"/>); 0 at every rent.</summary>
     public int PinCount => Volatile.Read(ref _pins);
 
+    /// <summary>Whether this owner is rented now (false once disposed).</summary>
+    public bool IsLeased => Volatile.Read(ref _leased) != 0;
+
+    /// <summary>The other owner of this block head, used by the head's next rent.</summary>
+    internal PageMemoryManager Sibling { get; private set; }
+
     /// <summary>The block's bytes.</summary>
-    public override Span<byte> GetSpan() => new((void*)_pool.Arena.AddressOf(_head), _length);
+    public override Span<byte> GetSpan() => new((void*)_group.Arena.AddressOf(_head), _length);
 
     /// <summary>A handle to byte <paramref name="elementIndex"/>; the memory never moves, so this only counts the pin.</summary>
     /// <param name="elementIndex">0 to the block's length.</param>
@@ -53,29 +76,38 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
         }
 
         Interlocked.Increment(ref _pins);
-        return new MemoryHandle((byte*)_pool.Arena.AddressOf(_head) + elementIndex, default, this);
+        return new MemoryHandle((byte*)_group.Arena.AddressOf(_head) + elementIndex, default, this);
     }
 
     /// <summary>Ends a pin from <see cref="Pin"/>.</summary>
     public override void Unpin() => Interlocked.Decrement(ref _pins);
 
-    /// <summary>Always false: an arena page is not an array.</summary>
-    /// <param name="segment">Default.</param>
-    protected override bool TryGetArray(out ArraySegment<byte> segment)
+    /// <summary>The block as a segment of the arena's pinned array; false on a native arena.</summary>
+    /// <param name="segment">The block's bytes, or default.</param>
+    /// <returns>Whether the arena's pages are in an array.</returns>
+    protected override bool TryGetArray(out ArraySegment<byte> segment) =>
+        _group.Arena.TryGetArraySegment(_head, _order, out segment);
+
+    /// <summary>Gives the block back to the pool (<c>IMemoryOwner.Dispose</c>); a second call is ignored (see remarks).</summary>
+    /// <param name="disposing">True from <c>Dispose</c>.</param>
+    protected override void Dispose(bool disposing)
     {
-        segment = default;
-        return false;
+        if (Interlocked.Exchange(ref _leased, 0) == 0)
+        {
+            _group.CountStaleDispose(); // idle owner: this rent was disposed already
+            return;
+        }
+
+        _group.Return(this);
     }
 
-    /// <summary>Gives the block back to the pool (<c>IMemoryOwner.Dispose</c>).</summary>
-    /// <param name="disposing">True from <c>Dispose</c>.</param>
-    protected override void Dispose(bool disposing) => _pool.Return(this);
-
-    /// <summary>Prepares the manager for a rent of its block.</summary>
+    /// <summary>Prepares the owner for a rent of its block: order, length, no pins, then leased (release).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Lease(int order, int length)
     {
         _order = order;
         _length = length;
+        _pins = 0;
+        Volatile.Write(ref _leased, 1);
     }
 }

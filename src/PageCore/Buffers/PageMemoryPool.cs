@@ -6,22 +6,29 @@ namespace PageCore.Buffers;
 
 /// <summary>
 /// A <see cref="MemoryPool{T}"/> of arena pages: <see cref="Rent"/> allocates a page, or a compound page of the smallest
-/// order that holds the request (through the arena's per-thread caches), and returns its reused
-/// <see cref="PageMemoryManager"/>; disposing the owner drops the pool's reference, which frees the block. Buffers are page-aligned, pinned for the arena's life, and the whole block long.
+/// order that holds the request (through the arena's per-thread caches), and returns a reused
+/// <see cref="PageMemoryManager"/>; disposing the owner frees the block. Buffers are page-aligned, pinned for the
+/// arena's life, the whole block long, and (on an arena backed by a pinned array, the default) arrays as well.
 /// </summary>
 /// <remarks>
-/// <para>Checked mode (<c>checkedMode: true</c>, the counterpart of ASP.NET Core's diagnostic pool): each rent gets its
-/// own owner, which throws <see cref="ObjectDisposedException"/> on use after dispose, <see cref="InvalidOperationException"/>
-/// on a double dispose, on a dispose while pins are outstanding, and on an unpin without a pin. Use it in tests.</para>
+/// <para>What a server can count on: renting never throws for a valid size (an exhausted arena hands out a buffer from
+/// the shared array pool instead, counted in <see cref="FallbackRents"/>, unless
+/// <see cref="PageMemoryPoolOptions.ThrowWhenExhausted"/>); a second <c>Dispose</c> by the same renter does not free
+/// the next renter's block (see <see cref="PageMemoryManager"/> for the exact limit); pins are reset on every rent.</para>
+/// <para>Checked mode (<see cref="PageMemoryPoolOptions.Checked"/>, the counterpart of ASP.NET Core's diagnostic pool):
+/// each rent gets its own owner, which throws <see cref="ObjectDisposedException"/> on use after dispose,
+/// <see cref="InvalidOperationException"/> on a double dispose, on a dispose while pins are outstanding, and on an unpin
+/// without a pin. Use it in tests.</para>
 /// <para>The pool does not own the arena. Disposing the pool refuses further rents; owners already rented stay valid
 /// and are disposed as usual. Dispose the arena after every owner: <see cref="PageArena.Dispose()"/> refuses while pages
-/// are allocated.</para>
+/// are allocated. Several pools may share an arena (Kestrel creates one per IO queue).</para>
 /// </remarks>
 public sealed class PageMemoryPool : MemoryPool<byte>
 {
     private readonly PageArena _arena;
-    private readonly PageMemoryManager?[] _managers;
+    private readonly PageMemoryPoolGroup _group;
     private readonly bool _checked;
+    private readonly bool _throwWhenExhausted;
     private readonly int _maxOrder;
     private int _disposed;
 
@@ -30,23 +37,27 @@ public sealed class PageMemoryPool : MemoryPool<byte>
     /// <param name="checkedMode">Catch misuse with a per-rent owner (slower; for tests).</param>
     /// <exception cref="ArgumentException">The arena is larger than 2^31 pages.</exception>
     public PageMemoryPool(PageArena arena, bool checkedMode = false)
+        : this(new PageMemoryPoolGroup(arena), new PageMemoryPoolOptions { Checked = checkedMode })
     {
-        ArgumentNullException.ThrowIfNull(arena);
-        if (arena.PageCount > int.MaxValue)
-        {
-            throw new ArgumentException("The arena has more pages than a pool can index.", nameof(arena));
-        }
+    }
 
-        _arena = arena;
-        _checked = checkedMode;
-        _managers = new PageMemoryManager?[arena.PageCount];
-        int maxOrder = arena.MaxOrder;
-        while (((long)arena.PageSize << maxOrder) > int.MaxValue)
-        {
-            maxOrder--; // a Memory<byte> is at most int.MaxValue bytes long
-        }
+    /// <summary>Creates a pool over <paramref name="arena"/>.</summary>
+    /// <param name="arena">The arena the buffers come from.</param>
+    /// <param name="options">The pool's behaviour; copied.</param>
+    /// <exception cref="ArgumentException">The arena is larger than 2^31 pages.</exception>
+    public PageMemoryPool(PageArena arena, PageMemoryPoolOptions options)
+        : this(new PageMemoryPoolGroup(arena), options)
+    {
+    }
 
-        _maxOrder = maxOrder;
+    internal PageMemoryPool(PageMemoryPoolGroup group, PageMemoryPoolOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _group = group;
+        _arena = group.Arena;
+        _checked = options.Checked;
+        _throwWhenExhausted = options.ThrowWhenExhausted;
+        _maxOrder = group.MaxOrder;
     }
 
     /// <summary>The arena the buffers come from.</summary>
@@ -54,6 +65,15 @@ public sealed class PageMemoryPool : MemoryPool<byte>
 
     /// <summary>Whether this pool hands out checked owners.</summary>
     public bool IsChecked => _checked;
+
+    /// <summary>
+    /// Rents served from the shared array pool because the arena had no free block of the order (counted over every
+    /// pool that shares this pool's owners: one per arena through <c>PageCore.AspNetCore</c>).
+    /// </summary>
+    public long FallbackRents => _group.FallbackRents;
+
+    /// <summary>Second disposes of an owner that were ignored (its rent was disposed already).</summary>
+    public long StaleDisposes => _group.StaleDisposes;
 
     /// <summary>The largest buffer: one block of the arena's largest order that fits a <see cref="Memory{T}"/>.</summary>
     public override int MaxBufferSize => _arena.PageSize << _maxOrder;
@@ -65,17 +85,23 @@ public sealed class PageMemoryPool : MemoryPool<byte>
     /// <param name="minBufferSize">Bytes needed, or -1 for one page.</param>
     /// <returns>The owner; dispose it to give the block back.</returns>
     /// <exception cref="ArgumentOutOfRangeException">The size is below -1 or above <see cref="MaxBufferSize"/>.</exception>
-    /// <exception cref="OutOfPagesException">No free block of that order.</exception>
+    /// <exception cref="OutOfPagesException">No free block of that order, and <see cref="PageMemoryPoolOptions.ThrowWhenExhausted"/>.</exception>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         int order = OrderFor(minBufferSize);
+
         // One page, or a compound page (a folio: gets and puts through any of its pages go to its head).
-        Pfn head = order == 0 ? _arena.AllocPages(0) : _arena.AllocFolio(order);
-        PageMemoryManager manager = _managers[head.Value] ?? CreateManager(head);
-        manager.Lease(order, _arena.PageSize << order);
-        return _checked ? new CheckedPageOwner(manager) : manager;
+        Pfn head;
+        if (!(order == 0 ? _arena.TryAllocPages(0, out head) : _arena.TryAllocFolio(order, out head)))
+        {
+            return RentWhenExhausted(order);
+        }
+
+        PageMemoryManager owner = _group.NextOwner(head);
+        owner.Lease(order, _arena.PageSize << order);
+        return _checked ? new CheckedPageOwner(owner) : owner;
     }
 
     /// <summary>Refuses further rents. Idempotent.</summary>
@@ -104,14 +130,18 @@ public sealed class PageMemoryPool : MemoryPool<byte>
         return order;
     }
 
-    private PageMemoryManager CreateManager(Pfn head)
+    /// <summary>The arena has no free block of the order (after draining its caches): throw, or fall back and count.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private IMemoryOwner<byte> RentWhenExhausted(int order)
     {
-        var manager = new PageMemoryManager(this, head);
-        return Interlocked.CompareExchange(ref _managers[head.Value], manager, null) ?? manager;
-    }
+        if (_throwWhenExhausted)
+        {
+            throw new OutOfPagesException(order, _arena.FreePageCount, _arena.PageCount);
+        }
 
-    /// <summary>The owner was disposed: free its block.</summary>
-    internal void Return(PageMemoryManager manager) => _arena.FreePages(manager.Head, manager.Order);
+        _group.CountFallback();
+        return Shared.Rent(_arena.PageSize << order);
+    }
 
     private void ThrowBadSize(int size) =>
         throw new ArgumentOutOfRangeException("minBufferSize", size, $"A buffer size from -1 to {MaxBufferSize}.");

@@ -14,7 +14,9 @@ namespace PageCore;
 /// <c>pagecore.pages.allocated</c> and <c>pagecore.pages.freed</c> (counters, <c>{page}</c>, per order: blocks times
 /// 2^order), <c>pagecore.pages.free</c> (up-down counter, <c>{page}</c>), <c>pagecore.cache.hits</c> and
 /// <c>pagecore.cache.misses</c> (counters, per-thread caches and page pools), <c>pagecore.cas.retries</c> (counter:
-/// allocation, free and speculative-get retries), <c>pagecore.bugs</c> (counter: <see cref="PageBugException"/>s
+/// allocation, free and speculative-get retries), <c>pagecore.memory.returned</c> (counter, bytes given back to the
+/// operating system, see <see cref="PageArena.ReturnFreeMemory"/>), <c>pagecore.memory.resident</c> (up-down counter,
+/// resident bytes of the data pages), <c>pagecore.bugs</c> (counter: <see cref="PageBugException"/>s
 /// reported in the process), <c>pagecore.arenas</c> (up-down counter), <c>pagecore.handover</c> (up-down counter,
 /// <c>{arena}</c>, tag <c>form</c> = <c>asymmetric</c> or <c>symmetric</c>: live arenas by how their magazines are handed
 /// over to a stealer, see <see cref="HandOverForm"/>; both tags are always reported, 0 where no arena uses that form).
@@ -81,6 +83,8 @@ public static class PageCoreMetrics
         meter.CreateObservableCounter("pagecore.cache.misses", () => Observe(live => live.Sum(a => a.UsageByOrder().Misses)), "{block}", "Cache allocations that needed a refill");
         meter.CreateObservableCounter("pagecore.cas.retries", () => Observe(live => live.Sum(Retries)), "{retry}", "CAS retries in allocation, free and speculative gets");
         meter.CreateObservableCounter("pagecore.bugs", () => PageBugException.ReportedCount, "{report}", "Page bug reports (refused operations) in the process");
+        meter.CreateObservableCounter("pagecore.memory.returned", () => Observe(live => live.Sum(a => a.BytesGivenBack)), "By", "Memory given back to the operating system (resident bytes of wholly free chunks)");
+        meter.CreateObservableUpDownCounter("pagecore.memory.resident", () => Observe(live => live.Sum(a => a.ResidentBytes)), "By", "Resident bytes of the arenas' data pages (Linux mincore)");
         meter.CreateObservableUpDownCounter("pagecore.arenas", () => Observe(live => (long)live.Count), "{arena}", "Live arenas");
         meter.CreateObservableUpDownCounter("pagecore.handover", ByHandOver, "{arena}", "Live arenas by magazine hand-over form (asymmetric: the stealer's process-wide barrier; symmetric: a fence on both sides)");
         return meter;

@@ -1,0 +1,216 @@
+using System.Runtime.InteropServices;
+using PageCore.Allocator;
+using PageCore.Arena;
+
+namespace PageCore;
+
+/// <summary>Giving free memory back to the operating system: the arena's side of the kernel's free page reporting.</summary>
+public sealed unsafe partial class PageArena
+{
+    // One give-back pass at a time (the timer's, or a caller's); Dispose takes it too, to wait out a pass in progress.
+    private readonly Lock _giveBackLock = new();
+
+    // Per chunk: Environment.TickCount64 when a pass first saw it wholly free, 0 when the last pass saw it in use.
+    // Read and written only under _giveBackLock.
+    private long[]? _chunkFreeSince;
+    private byte[]? _residency; // mincore's vector for one chunk, reused under _giveBackLock
+    private long _bytesGivenBack;
+    private int _giveBackPasses;
+    private GiveBackTimer? _giveBackTimer;
+
+    /// <summary>
+    /// Bytes of memory this arena gave back to the operating system so far (<see cref="ReturnFreeMemory"/>, by hand or on
+    /// the timer of <see cref="PageArenaOptions.ReturnFreeMemoryAfter"/>): only pages that were resident when given back
+    /// are counted. Also reported by the meter as <c>pagecore.memory.returned</c>.
+    /// </summary>
+    public long BytesGivenBack => Interlocked.Read(ref _bytesGivenBack);
+
+    /// <summary>
+    /// Bytes of the data pages resident in memory now (Linux <c>mincore</c>; elsewhere the whole arena). Costs one system
+    /// call over the arena's address range.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
+    public long ResidentBytes
+    {
+        get
+        {
+            ThrowIfDisposed();
+            lock (_giveBackLock)
+            {
+                long total = _pageCount << _pageShift;
+                if (!OperatingSystem.IsLinux() || IsDisposed)
+                {
+                    return total;
+                }
+
+                long resident = 0;
+                for (int c = 0; c < _core.ChunkCount; c++)
+                {
+                    resident += ResidentInChunk(c);
+                }
+
+                return resident;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Gives back to the operating system the memory of every chunk (<see cref="ChunkBytes"/>) that is wholly free now
+    /// and was seen wholly free by passes for at least <paramref name="idleFor"/> (zero: every wholly free chunk). The
+    /// pages stay in the arena, free; the next use of one faults in a zero page. Safe while other threads allocate: a
+    /// chunk is claimed from the allocator while its memory is discarded, so no page of it is handed out meanwhile.
+    /// </summary>
+    /// <param name="idleFor">How long a chunk must have been seen free; null or zero for now.</param>
+    /// <returns>Bytes given back by this call (pages that were resident). 0 in checked mode (free pages keep their poison)
+    /// and where the system offers no way to discard memory (only Linux does here).</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="idleFor"/> is negative.</exception>
+    /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
+    public long ReturnFreeMemory(TimeSpan? idleFor = null)
+    {
+        TimeSpan idle = idleFor ?? TimeSpan.Zero;
+        ArgumentOutOfRangeException.ThrowIfLessThan(idle, TimeSpan.Zero, nameof(idleFor));
+        ThrowIfDisposed();
+        return GiveBackPass((long)idle.TotalMilliseconds);
+    }
+
+    /// <summary>Passes run so far (by the timer or <see cref="ReturnFreeMemory"/>), for tests.</summary>
+    internal int GiveBackPasses => Volatile.Read(ref _giveBackPasses);
+
+    /// <summary>Starts the give-back timer when the options ask for one (called once, by the constructor).</summary>
+    private void StartGiveBackTimer()
+    {
+        TimeSpan after = _options.ReturnFreeMemoryAfter;
+        if (_checked || after == Timeout.InfiniteTimeSpan || !NativeRegion.CanDiscard)
+        {
+            return;
+        }
+
+        _giveBackTimer = new GiveBackTimer(this, (long)after.TotalMilliseconds);
+    }
+
+    /// <summary>Stops the timer and waits out a pass in progress (Dispose, after <c>_state</c> left 0).</summary>
+    private void StopGiveBack()
+    {
+        _giveBackTimer?.Dispose();
+        lock (_giveBackLock)
+        {
+            // A pass that started before _state left 0 has finished; a later one sees _state and does nothing.
+        }
+    }
+
+    private long GiveBackPass(long idleMs)
+    {
+        if (_checked || !NativeRegion.CanDiscard)
+        {
+            return 0;
+        }
+
+        lock (_giveBackLock)
+        {
+            if (Volatile.Read(ref _state) != 0)
+            {
+                return 0;
+            }
+
+            _giveBackPasses++;
+            long now = Environment.TickCount64;
+            _chunkFreeSince ??= new long[_core.ChunkCount];
+            long given = 0;
+            for (int c = 0; c < _core.ChunkCount; c++)
+            {
+                if (!_core.IsChunkFree(c))
+                {
+                    _chunkFreeSince[c] = 0;
+                    continue;
+                }
+
+                if (_chunkFreeSince[c] == 0)
+                {
+                    _chunkFreeSince[c] = now;
+                }
+
+                if (now - _chunkFreeSince[c] < idleMs)
+                {
+                    continue;
+                }
+
+                long resident = ResidentInChunk(c);
+                if (resident != 0 && _core.TryBeginGiveBack(c))
+                {
+                    bool discarded = _dataRegion.Discard((nuint)c * (nuint)ChunkBytes, (nuint)ChunkBytes);
+                    _core.EndGiveBack(c);
+                    if (discarded)
+                    {
+                        given += resident;
+                    }
+                }
+            }
+
+            Interlocked.Add(ref _bytesGivenBack, given);
+            return given;
+        }
+    }
+
+    /// <summary>Resident bytes of one chunk (Linux <c>mincore</c>); the whole chunk where that is not available. Under the lock.</summary>
+    private long ResidentInChunk(int chunk)
+    {
+        int systemPage = Environment.SystemPageSize;
+        long bytes = ChunkBytes;
+        long pages = bytes / systemPage;
+        byte[] vector = _residency ??= new byte[pages];
+        fixed (byte* v = vector)
+        {
+            if (Mincore((nint)(_base + (chunk * bytes)), (nuint)bytes, v) != 0)
+            {
+                return bytes;
+            }
+        }
+
+        long resident = 0;
+        for (int i = 0; i < vector.Length; i++)
+        {
+            resident += vector[i] & 1;
+        }
+
+        return resident * systemPage;
+    }
+
+    [LibraryImport("libc", EntryPoint = "mincore", SetLastError = true)]
+    private static partial int Mincore(nint address, nuint length, byte* vector);
+
+    /// <summary>
+    /// The timer behind <see cref="PageArenaOptions.ReturnFreeMemoryAfter"/>: a pass every half of the decay time (at
+    /// least 50 ms, at most 5 s). It holds the arena weakly, so an arena that was never disposed can still be collected;
+    /// the timer then stops itself.
+    /// </summary>
+    private sealed class GiveBackTimer : IDisposable
+    {
+        private readonly WeakReference<PageArena> _arena;
+        private readonly long _idleMs;
+        private readonly Timer _timer;
+
+        public GiveBackTimer(PageArena arena, long idleMs)
+        {
+            _arena = new WeakReference<PageArena>(arena);
+            _idleMs = idleMs;
+            long period = Math.Clamp(idleMs / 2, 50, 5000);
+            using (ExecutionContext.SuppressFlow())
+            {
+                _timer = new Timer(static s => ((GiveBackTimer)s!).Tick(), this, period, period);
+            }
+        }
+
+        public void Dispose() => _timer.Dispose();
+
+        private void Tick()
+        {
+            if (!_arena.TryGetTarget(out PageArena? arena) || arena.IsDisposed)
+            {
+                _timer.Dispose();
+                return;
+            }
+
+            arena.GiveBackPass(_idleMs);
+        }
+    }
+}
