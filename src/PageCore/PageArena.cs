@@ -122,7 +122,7 @@ public sealed unsafe partial class PageArena : IDisposable
         // without a test of _checked on the unchecked put's path.
         _tailFreeLimit = _checked ? 0 : _pageLimit;
         _orderLimit = (uint)_maxOrder + 1;
-        StartGiveBackTimer();
+        StartReturnMemoryTimer();
     }
 
     /// <summary>Creates an arena (the kernel's <c>free_area_init</c> for one zone): every page free, refcount 0.</summary>
@@ -685,7 +685,7 @@ public sealed unsafe partial class PageArena : IDisposable
             }
         }
 
-        StopGiveBack(); // waits out a give-back pass in progress: no discard of released memory
+        StopReturningMemory(); // waits out a return pass in progress: no discard of released memory
         PageCoreMetrics.Unregister(this); // waits out an observation in progress: no reads of released memory
         _tailFreeLimit = 0; // first: HeadOf's fast compare must not pass once _pageLimit refuses every PFN
         _pageLimit = 0;

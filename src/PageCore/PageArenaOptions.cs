@@ -68,6 +68,12 @@ public sealed class PageArenaOptions
     /// </summary>
     internal bool LegacyStealWithoutRemoteBarrier { get; set; }
 
+    /// <summary>
+    /// Legacy form, for tests only (<see cref="Legacy.LegacyReturnMemory"/>): a return pass discards a chunk it saw free
+    /// without claiming it first. Broken: a page allocated meanwhile loses what its owner wrote.
+    /// </summary>
+    internal bool LegacyReturnMemoryWithoutClaim { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting that is out of range.</summary>
     internal void Validate()
     {

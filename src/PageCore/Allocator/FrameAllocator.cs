@@ -14,7 +14,7 @@ namespace PageCore.Allocator;
 /// owns eight 64-bit bitfield words (one 64-byte line) and one status word: <see cref="Normal"/> (the bits say which
 /// pages are in use), <see cref="Huge"/> (the whole chunk is part of one allocated block of order 9 or more; its bits
 /// are not used), <see cref="HeadOnly"/> (a huge block was freed while a speculative reference still held its head:
-/// page 0 of the chunk is that head, still in use, and every other page follows the bits), or <see cref="GivingBack"/>
+/// page 0 of the chunk is that head, still in use, and every other page follows the bits), or <see cref="Returning"/>
 /// (wholly free, its memory being handed back to the operating system: claimed like a huge block, so that no page of it
 /// is handed out meanwhile). Pages past the arena's end are set in the bitfield for good.</para>
 /// <para><b>Paths.</b> Orders 0..6 claim a naturally aligned run of clear bits inside one word with one CAS; orders 7
@@ -64,9 +64,9 @@ internal sealed unsafe class FrameAllocator : IDisposable
 
     /// <summary>
     /// Chunk status: the chunk is wholly free and its memory is being given back to the operating system
-    /// (<see cref="TryBeginGiveBack"/>); no claim stands on it, and its pages count as free.
+    /// (<see cref="TryBeginReturn"/>); no claim stands on it, and its pages count as free.
     /// </summary>
-    public const int GivingBack = 3;
+    public const int Returning = 3;
 
     // Per-thread hints: the last word (+1, so that 0 means "none yet") where this thread allocated a small block, and the
     // chunk after its last huge block. Shared by every allocator in the process and range-checked on use: a stale hint
@@ -122,7 +122,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
                     continue;
                 }
 
-                if (status == GivingBack)
+                if (status == Returning)
                 {
                     free += ChunkPages; // wholly free (its claimer saw every bit clear), only out of reach for a moment
                     continue;
@@ -152,7 +152,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
     public bool IsInUse(uint pfn)
     {
         int status = ReadStatus((int)(pfn >> ChunkShift));
-        if (status == GivingBack)
+        if (status == Returning)
         {
             return false;
         }
@@ -314,23 +314,23 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return false;
     }
 
-    /// <summary>Whether a chunk is wholly free at this moment (racy: a hint for the give-back pass).</summary>
+    /// <summary>Whether a chunk is wholly free at this moment (racy: a hint for the return pass).</summary>
     public bool IsChunkFree(int chunk) => Volatile.Read(ref _status[chunk]) == Normal && AllWordsClear(chunk);
 
     /// <summary>
     /// Claims a wholly free chunk so that its memory can be given back to the operating system: <see cref="Normal"/> ->
-    /// <see cref="GivingBack"/>, then checks that no bit is set. False, with nothing changed, when any page is in use.
+    /// <see cref="Returning"/>, then checks that no bit is set. False, with nothing changed, when any page is in use.
     /// </summary>
     /// <remarks>
     /// Keeps A1 exactly as <see cref="TryClaimChunk"/> does: the CAS is the huge half of the Dekker handshake (full fence
     /// before the bit loads), and every small claim checks the status after its own CAS and rolls back on anything but
-    /// <see cref="Normal"/> or <see cref="HeadOnly"/>. So while the status is <see cref="GivingBack"/> no page of the
+    /// <see cref="Normal"/> or <see cref="HeadOnly"/>. So while the status is <see cref="Returning"/> no page of the
     /// chunk is handed out, and discarding its memory loses nobody's data. Only this claimer writes the status until
-    /// <see cref="EndGiveBack"/> (A4).
+    /// <see cref="EndReturn"/> (A4).
     /// </remarks>
-    public bool TryBeginGiveBack(int chunk)
+    public bool TryBeginReturn(int chunk)
     {
-        if (Interlocked.CompareExchange(ref _status[chunk], GivingBack, Normal) != Normal)
+        if (Interlocked.CompareExchange(ref _status[chunk], Returning, Normal) != Normal)
         {
             return false;
         }
@@ -345,10 +345,10 @@ internal sealed unsafe class FrameAllocator : IDisposable
         return false;
     }
 
-    /// <summary>The chunk's memory was given back: <see cref="GivingBack"/> -> <see cref="Normal"/>.</summary>
+    /// <summary>The chunk's memory was given back: <see cref="Returning"/> -> <see cref="Normal"/>.</summary>
     /// <remarks>Keeps A4: the claimer's release store. The discard (a system call) completed before it, so a page claimed
     /// after this store is never zeroed under its new owner.</remarks>
-    public void EndGiveBack(int chunk) => Volatile.Write(ref _status[chunk], Normal);
+    public void EndReturn(int chunk) => Volatile.Write(ref _status[chunk], Normal);
 
     /// <summary>Gives a chunk of a huge block back: <see cref="Huge"/> -> <see cref="Normal"/>.</summary>
     /// <remarks>Keeps A4: only the owner writes a huge chunk's status, so a release store cannot lose an update; release
@@ -741,7 +741,7 @@ internal sealed unsafe class FrameAllocator : IDisposable
     /// first the chunk it last allocated in (its hint, where its recent blocks are); then the partly used chunks from
     /// the lowest up; then the wholly free chunks whose buddy chunk is in use; then any wholly free chunk, lowest first.
     /// This keeps the working set dense, as LLFree's reservations prefer partly used trees: used memory gathers in the
-    /// low chunks and the high ones stay wholly free, so their memory can be given back (<see cref="TryBeginGiveBack"/>);
+    /// low chunks and the high ones stay wholly free, so their memory can be given back (<see cref="TryBeginReturn"/>);
     /// and, as the buddy allocator splits the smallest free block, a new chunk is broken off a pair that is already
     /// broken before a whole pair (an order-10 block) is. The wholly-free test is racy: a wrong guess only changes which
     /// chunk is tried first. Threads meet in the lowest chunk with room only when their own is full, once per batch.

@@ -83,7 +83,7 @@ public static class PageCoreMetrics
         meter.CreateObservableCounter("pagecore.cache.misses", () => Observe(live => live.Sum(a => a.UsageByOrder().Misses)), "{block}", "Cache allocations that needed a refill");
         meter.CreateObservableCounter("pagecore.cas.retries", () => Observe(live => live.Sum(Retries)), "{retry}", "CAS retries in allocation, free and speculative gets");
         meter.CreateObservableCounter("pagecore.bugs", () => PageBugException.ReportedCount, "{report}", "Page bug reports (refused operations) in the process");
-        meter.CreateObservableCounter("pagecore.memory.returned", () => Observe(live => live.Sum(a => a.BytesGivenBack)), "By", "Memory given back to the operating system (resident bytes of wholly free chunks)");
+        meter.CreateObservableCounter("pagecore.memory.returned", () => Observe(live => live.Sum(a => a.BytesReturned)), "By", "Memory given back to the operating system (resident bytes of wholly free chunks)");
         meter.CreateObservableUpDownCounter("pagecore.memory.resident", () => Observe(live => live.Sum(a => a.ResidentBytes)), "By", "Resident bytes of the arenas' data pages (Linux mincore)");
         meter.CreateObservableUpDownCounter("pagecore.arenas", () => Observe(live => (long)live.Count), "{arena}", "Live arenas");
         meter.CreateObservableUpDownCounter("pagecore.handover", ByHandOver, "{arena}", "Live arenas by magazine hand-over form (asymmetric: the stealer's process-wide barrier; symmetric: a fence on both sides)");

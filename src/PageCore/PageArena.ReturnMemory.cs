@@ -4,26 +4,26 @@ using PageCore.Arena;
 
 namespace PageCore;
 
-/// <summary>Giving free memory back to the operating system: the arena's side of the kernel's free page reporting.</summary>
+/// <summary>Returning free memory to the operating system: the arena's side of the kernel's free page reporting.</summary>
 public sealed unsafe partial class PageArena
 {
-    // One give-back pass at a time (the timer's, or a caller's); Dispose takes it too, to wait out a pass in progress.
-    private readonly Lock _giveBackLock = new();
+    // One return pass at a time (the timer's, or a caller's); Dispose takes it too, to wait out a pass in progress.
+    private readonly Lock _returnLock = new();
 
     // Per chunk: Environment.TickCount64 when a pass first saw it wholly free, 0 when the last pass saw it in use.
-    // Read and written only under _giveBackLock.
+    // Read and written only under _returnLock.
     private long[]? _chunkFreeSince;
-    private byte[]? _residency; // mincore's vector for one chunk, reused under _giveBackLock
-    private long _bytesGivenBack;
-    private int _giveBackPasses;
-    private GiveBackTimer? _giveBackTimer;
+    private byte[]? _residency; // mincore's vector for one chunk, reused under _returnLock
+    private long _bytesReturned;
+    private int _returnPasses;
+    private ReturnMemoryTimer? _returnTimer;
 
     /// <summary>
     /// Bytes of memory this arena gave back to the operating system so far (<see cref="ReturnFreeMemory"/>, by hand or on
     /// the timer of <see cref="PageArenaOptions.ReturnFreeMemoryAfter"/>): only pages that were resident when given back
     /// are counted. Also reported by the meter as <c>pagecore.memory.returned</c>.
     /// </summary>
-    public long BytesGivenBack => Interlocked.Read(ref _bytesGivenBack);
+    public long BytesReturned => Interlocked.Read(ref _bytesReturned);
 
     /// <summary>
     /// Bytes of the data pages resident in memory now (Linux <c>mincore</c>; elsewhere the whole arena). Costs one system
@@ -35,7 +35,7 @@ public sealed unsafe partial class PageArena
         get
         {
             ThrowIfDisposed();
-            lock (_giveBackLock)
+            lock (_returnLock)
             {
                 long total = _pageCount << _pageShift;
                 if (!OperatingSystem.IsLinux() || IsDisposed)
@@ -70,14 +70,17 @@ public sealed unsafe partial class PageArena
         TimeSpan idle = idleFor ?? TimeSpan.Zero;
         ArgumentOutOfRangeException.ThrowIfLessThan(idle, TimeSpan.Zero, nameof(idleFor));
         ThrowIfDisposed();
-        return GiveBackPass((long)idle.TotalMilliseconds);
+        return ReturnPass((long)idle.TotalMilliseconds);
     }
 
-    /// <summary>Passes run so far (by the timer or <see cref="ReturnFreeMemory"/>), for tests.</summary>
-    internal int GiveBackPasses => Volatile.Read(ref _giveBackPasses);
+    /// <summary>For tests: runs after a pass claimed a chunk and before it discards the chunk's memory (the window).</summary>
+    internal Action<int>? ReturnMemoryHook { get; set; }
 
-    /// <summary>Starts the give-back timer when the options ask for one (called once, by the constructor).</summary>
-    private void StartGiveBackTimer()
+    /// <summary>Passes run so far (by the timer or <see cref="ReturnFreeMemory"/>), for tests.</summary>
+    internal int ReturnPasses => Volatile.Read(ref _returnPasses);
+
+    /// <summary>Starts the return timer when the options ask for one (called once, by the constructor).</summary>
+    private void StartReturnMemoryTimer()
     {
         TimeSpan after = _options.ReturnFreeMemoryAfter;
         if (_checked || after == Timeout.InfiniteTimeSpan || !NativeRegion.CanDiscard)
@@ -85,34 +88,34 @@ public sealed unsafe partial class PageArena
             return;
         }
 
-        _giveBackTimer = new GiveBackTimer(this, (long)after.TotalMilliseconds);
+        _returnTimer = new ReturnMemoryTimer(this, (long)after.TotalMilliseconds);
     }
 
     /// <summary>Stops the timer and waits out a pass in progress (Dispose, after <c>_state</c> left 0).</summary>
-    private void StopGiveBack()
+    private void StopReturningMemory()
     {
-        _giveBackTimer?.Dispose();
-        lock (_giveBackLock)
+        _returnTimer?.Dispose();
+        lock (_returnLock)
         {
             // A pass that started before _state left 0 has finished; a later one sees _state and does nothing.
         }
     }
 
-    private long GiveBackPass(long idleMs)
+    private long ReturnPass(long idleMs)
     {
         if (_checked || !NativeRegion.CanDiscard)
         {
             return 0;
         }
 
-        lock (_giveBackLock)
+        lock (_returnLock)
         {
             if (Volatile.Read(ref _state) != 0)
             {
                 return 0;
             }
 
-            _giveBackPasses++;
+            _returnPasses++;
             long now = Environment.TickCount64;
             _chunkFreeSince ??= new long[_core.ChunkCount];
             long given = 0;
@@ -135,10 +138,15 @@ public sealed unsafe partial class PageArena
                 }
 
                 long resident = ResidentInChunk(c);
-                if (resident != 0 && _core.TryBeginGiveBack(c))
+                if (resident != 0 && ClaimForReturn(c))
                 {
+                    ReturnMemoryHook?.Invoke(c);
                     bool discarded = _dataRegion.Discard((nuint)c * (nuint)ChunkBytes, (nuint)ChunkBytes);
-                    _core.EndGiveBack(c);
+                    if (!_options.LegacyReturnMemoryWithoutClaim)
+                    {
+                        _core.EndReturn(c);
+                    }
+
                     if (discarded)
                     {
                         given += resident;
@@ -146,10 +154,14 @@ public sealed unsafe partial class PageArena
                 }
             }
 
-            Interlocked.Add(ref _bytesGivenBack, given);
+            Interlocked.Add(ref _bytesReturned, given);
             return given;
         }
     }
+
+    /// <summary>Takes a wholly free chunk out of the allocator's reach for the discard (the legacy form does not).</summary>
+    private bool ClaimForReturn(int chunk) =>
+        _options.LegacyReturnMemoryWithoutClaim ? Legacy.LegacyReturnMemory.ClaimWithoutTakingIt() : _core.TryBeginReturn(chunk);
 
     /// <summary>Resident bytes of one chunk (Linux <c>mincore</c>); the whole chunk where that is not available. Under the lock.</summary>
     private long ResidentInChunk(int chunk)
@@ -183,20 +195,20 @@ public sealed unsafe partial class PageArena
     /// least 50 ms, at most 5 s). It holds the arena weakly, so an arena that was never disposed can still be collected;
     /// the timer then stops itself.
     /// </summary>
-    private sealed class GiveBackTimer : IDisposable
+    private sealed class ReturnMemoryTimer : IDisposable
     {
         private readonly WeakReference<PageArena> _arena;
         private readonly long _idleMs;
         private readonly Timer _timer;
 
-        public GiveBackTimer(PageArena arena, long idleMs)
+        public ReturnMemoryTimer(PageArena arena, long idleMs)
         {
             _arena = new WeakReference<PageArena>(arena);
             _idleMs = idleMs;
             long period = Math.Clamp(idleMs / 2, 50, 5000);
             using (ExecutionContext.SuppressFlow())
             {
-                _timer = new Timer(static s => ((GiveBackTimer)s!).Tick(), this, period, period);
+                _timer = new Timer(static s => ((ReturnMemoryTimer)s!).Tick(), this, period, period);
             }
         }
 
@@ -210,7 +222,7 @@ public sealed unsafe partial class PageArena
                 return;
             }
 
-            arena.GiveBackPass(_idleMs);
+            arena.ReturnPass(_idleMs);
         }
     }
 }
