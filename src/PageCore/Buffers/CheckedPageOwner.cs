@@ -52,8 +52,7 @@ internal sealed unsafe class CheckedPageOwner : MemoryManager<byte>
     protected override bool TryGetArray(out ArraySegment<byte> segment)
     {
         ThrowIfDisposed();
-        segment = default;
-        return false;
+        return System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(_block.Memory, out segment);
     }
 
     protected override void Dispose(bool disposing)
