@@ -191,8 +191,9 @@ public sealed unsafe partial class PageArena
     private static partial int Mincore(nint address, nuint length, byte* vector);
 
     /// <summary>
-    /// The timer behind <see cref="PageArenaOptions.ReturnFreeMemoryAfter"/>: a pass every half of the decay time (at
-    /// least 50 ms, at most 5 s). It holds the arena weakly, so an arena that was never disposed can still be collected;
+    /// The timer behind <see cref="PageArenaOptions.ReturnFreeMemoryAfter"/>: a pass every quarter of the decay time (at
+    /// least 50 ms, at most 5 s), so that a chunk is returned between one and one and a half decay times after it went
+    /// wholly free (first seen free by a pass at most a period after, returned by the first pass a decay time later). It holds the arena weakly, so an arena that was never disposed can still be collected;
     /// the timer then stops itself.
     /// </summary>
     private sealed class ReturnMemoryTimer : IDisposable
@@ -205,7 +206,7 @@ public sealed unsafe partial class PageArena
         {
             _arena = new WeakReference<PageArena>(arena);
             _idleMs = idleMs;
-            long period = Math.Clamp(idleMs / 2, 50, 5000);
+            long period = Math.Clamp(idleMs / 4, 50, 5000);
             using (ExecutionContext.SuppressFlow())
             {
                 _timer = new Timer(static s => ((ReturnMemoryTimer)s!).Tick(), this, period, period);
