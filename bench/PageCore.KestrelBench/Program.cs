@@ -224,6 +224,7 @@ internal static class Bench
             w.WriteNumber("page_size", factory.Arena.PageSize);
             w.WriteNumber("fallback_rents", factory.FallbackRents);
             w.WriteNumber("stale_disposes", factory.StaleDisposes);
+            w.WriteNumber("bug_reports", PageCore.PageBugException.ReportedCount);
             w.WriteNumber("bytes_returned", factory.Arena.BytesReturned);
             w.WriteNumber("arena_resident_bytes", factory.Arena.ResidentBytes);
         }

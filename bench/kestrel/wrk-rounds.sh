@@ -181,17 +181,17 @@ head -c 65536 /dev/urandom >"$WORK/body"
 python3 -c 'import sys; sys.stdout.buffer.write(bytes(((i * 31 + 7) & 255) for i in range(1 << 20)))' >"$WORK/pattern"
 
 echo "round,pool,load,rps,p50_ms,p99_ms,socket_errors,non2xx,alloc_bytes_per_req,gen0,gen1,gen2,rss_load_mb,rss_after_decay_mb" >"$OUT"
-echo "round,pool,port,exit_code,log_problems,failed_checks,requests,fallback_rents,free_pages_after_decay,page_count,verify,rss_peak_mb" >"$SERVERS_OUT"
+echo "round,pool,port,exit_code,log_problems,failed_checks,requests,fallback_rents,free_pages_after_decay,page_count,verify,rss_peak_mb,bug_reports,returned_mb" >"$SERVERS_OUT"
 
+# A chunk freed just after a pass is returned at most 1.5 x decay later (passes every decay/4): wait 2 x decay + 3 s.
+DECAY_WAIT="$(python3 -c "print(2 * $DECAY + 3)")"
 echo "$(date -Is)  commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') + $(git status --porcelain -uall -- src 2>/dev/null | wc -l) uncommitted file(s) in src" \
     " dotnet $(dotnet --version)  $(nproc) cpus  $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "rounds $ROUNDS, pools ${POOLS[*]}$( ((CHECKED)) && echo ' (pagecore checked)'), wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency," \
-    "warm-up ${WARMUP} s per load, decay ${DECAY} s + 3 s"
+    "warm-up ${WARMUP} s per load, decay ${DECAY} s, idle ${DECAY_WAIT} s before the RSS after decay"
 echo "results: $OUT"
 
 LOADS=(plaintext echo64k bytes1m)
-# A chunk freed just after a pass is returned at most 1.5 x decay later (passes every decay/4): wait 2 x decay + 3 s.
-DECAY_WAIT="$(python3 -c "print(2 * $DECAY + 3)")"
 
 for ((round = 1; round <= ROUNDS; round++)); do
     order=("${POOLS[@]}")
@@ -271,7 +271,7 @@ print("clean" if d["clean"] else "VIOLATIONS: " + d["report"].replace("\n", " / 
             [[ "$verify" == clean ]] || echo "  arena verify: $verify" >&2
         fi
         echo "  RSS after the loads ${rss_load} MB, after ${DECAY_WAIT} s idle and a full GC ${rss_decay} MB" \
-            "(peak $(mb "$D_rss_peak_bytes") MB)$([[ "$pool" == pagecore ]] && echo "; arena free ${D_free_pages}/${D_page_count} pages, fallback rents ${D_fallback_rents}, verify $verify")"
+            "(peak $(mb "$D_rss_peak_bytes") MB)$([[ "$pool" == pagecore ]] && echo "; arena free ${D_free_pages}/${D_page_count} pages, fallback rents ${D_fallback_rents}, verify $verify, bug reports ${D_bug_reports}, returned $(mb "$D_bytes_returned") MB")"
         for row in "${ROWS[@]}"; do
             echo "$row,$rss_load,$rss_decay" >>"$OUT"
         done
@@ -279,7 +279,7 @@ print("clean" if d["clean"] else "VIOLATIONS: " + d["report"].replace("\n", " / 
 
         stop_server
         log_problems="$(grep -cE '^(warn|fail|crit):|Unhandled exception' "$log" || true)"
-        echo "$round,$label,$SERVER_PORT,$SERVER_EXIT,$log_problems,$SERVER_FAILED_CHECKS,$D_requests,${D_fallback_rents:--},${D_free_pages:--},${D_page_count:--},$verify,$(mb "$D_rss_peak_bytes")" >>"$SERVERS_OUT"
+        echo "$round,$label,$SERVER_PORT,$SERVER_EXIT,$log_problems,$SERVER_FAILED_CHECKS,$D_requests,${D_fallback_rents:--},${D_free_pages:--},${D_page_count:--},$verify,$(mb "$D_rss_peak_bytes"),${D_bug_reports:--},$( [[ -n "${D_bytes_returned:-}" ]] && mb "$D_bytes_returned" || echo -)" >>"$SERVERS_OUT"
         if [[ -s "$log" ]]; then
             kept="$OUT_BASE-$round-$label.log"
             if (( $(stat -c %s "$log") > 1048576 )); then
@@ -293,10 +293,10 @@ print("clean" if d["clean"] else "VIOLATIONS: " + d["report"].replace("\n", " / 
         if [[ "$SERVER_EXIT" != 0 ]]; then
             echo "  the $label server exited with $SERVER_EXIT (SIGTERM should give 0)" >&2
         fi
-        if [[ "$SERVER_EXIT" != 0 || "$log_problems" != 0 || "$SERVER_FAILED_CHECKS" != 0 || ( "$verify" != - && "$verify" != clean ) ]]; then
+        if [[ "$SERVER_EXIT" != 0 || "$log_problems" != 0 || "$SERVER_FAILED_CHECKS" != 0 || ( "$verify" != - && "$verify" != clean ) || "${D_bug_reports:-0}" != 0 ]]; then
             PROBLEMS=$((PROBLEMS + 1))
         fi
-        unset D_free_pages D_page_count D_fallback_rents
+        unset D_free_pages D_page_count D_fallback_rents D_bug_reports D_bytes_returned
     done
 done
 

@@ -27,6 +27,7 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     private int _order;
     private int _length;
     private int _pins;
+    private Memory<byte> _memory;
 
     // 1 while leased: set last by Lease (release), taken back by the first Dispose (an exchange, so that of two disposes
     // racing on one lease exactly one frees the block).
@@ -53,7 +54,10 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     /// <summary>The block's order.</summary>
     public int Order => _order;
 
-    /// <summary>Pins outstanding in this rent (<see cref="Pin"/> minus <see cref="Unpin"/>); 0 at every rent.</summary>
+    /// <summary>
+    /// Pins outstanding in this rent through this manager (<see cref="Pin"/> minus <see cref="Unpin"/>); 0 at every
+    /// rent. On an arena backed by a pinned array, <c>Memory.Pin()</c> pins the array itself and is not counted here.
+    /// </summary>
     public int PinCount => Volatile.Read(ref _pins);
 
     /// <summary>Whether this owner is rented now (false once disposed).</summary>
@@ -61,6 +65,14 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
 
     /// <summary>The other owner of this block head, used by the head's next rent.</summary>
     internal PageMemoryManager Sibling { get; private set; }
+
+    /// <summary>
+    /// The block as <see cref="Memory{T}"/>: on an arena backed by a pinned array, memory over that array created as
+    /// pre-pinned (<see cref="System.Runtime.InteropServices.MemoryMarshal.CreateFromPinnedArray{T}"/>, as Kestrel's own
+    /// pool makes its blocks), so that <c>Span</c> is an array access and <c>Pin</c> takes no handle; on a native arena,
+    /// memory over this manager. Either way it is the block's bytes, valid until the owner is disposed.
+    /// </summary>
+    public override Memory<byte> Memory => _memory;
 
     /// <summary>The block's bytes.</summary>
     public override Span<byte> GetSpan() => new((void*)_group.Arena.AddressOf(_head), _length);
@@ -105,9 +117,20 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Lease(int order, int length)
     {
-        _order = order;
-        _length = length;
+        if (_order != order || _memory.Length != length)
+        {
+            _order = order;
+            _length = length;
+            _memory = MemoryFor(order, length);
+        }
+
         _pins = 0;
         Volatile.Write(ref _leased, 1);
     }
+
+    /// <summary>The block's memory for a rent of this order (cached across rents of the same order).</summary>
+    private Memory<byte> MemoryFor(int order, int length) =>
+        _group.Arena.TryGetArraySegment(_head, order, out ArraySegment<byte> segment)
+            ? System.Runtime.InteropServices.MemoryMarshal.CreateFromPinnedArray(segment.Array, segment.Offset, length)
+            : CreateMemory(length);
 }
