@@ -8,6 +8,9 @@
 //   --arena-checked           PageArenaOptions.Checked = true (pagecore only)
 //   --pages N                 PageArenaOptions.Pages (pagecore only; default: the library's default)
 //
+// Environment: PAGECORE_BENCH_MAX_BUFFER=N sets PageMemoryPoolOptions.MaxBufferSize (pagecore only; by default the
+// pool advertises the arena's largest block, 4 MiB, where Kestrel's own pool advertises 4 KiB).
+//
 // Endpoints: GET /plaintext, POST /echo, GET /bytes/{n}, GET /stats, POST /collect, POST /verify (pagecore only).
 using System.Buffers;
 using System.Globalization;
@@ -68,6 +71,10 @@ if (pool == "pagecore")
         }
 
         o.Pool.Checked = poolChecked;
+        if (Environment.GetEnvironmentVariable("PAGECORE_BENCH_MAX_BUFFER") is { Length: > 0 } max)
+        {
+            o.Pool.MaxBufferSize = int.Parse(max, CultureInfo.InvariantCulture);
+        }
     });
 }
 
@@ -224,6 +231,7 @@ internal static class Bench
             w.WriteNumber("page_size", factory.Arena.PageSize);
             w.WriteNumber("fallback_rents", factory.FallbackRents);
             w.WriteNumber("stale_disposes", factory.StaleDisposes);
+            w.WriteNumber("owners_created", factory.OwnersCreated);
             w.WriteNumber("bug_reports", PageCore.PageBugException.ReportedCount);
             w.WriteNumber("bytes_returned", factory.Arena.BytesReturned);
             w.WriteNumber("arena_resident_bytes", factory.Arena.ResidentBytes);

@@ -245,8 +245,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
             served=$((A_requests - B_requests))
             alloc_per_req="$(python3 -c "print(round(($A_allocated_bytes - $B_allocated_bytes) / max($served, 1)))")"
             g0=$((A_gen0 - B_gen0)); g1=$((A_gen1 - B_gen1)); g2=$((A_gen2 - B_gen2))
-            printf '  %-9s %10s req/s  p50 %8s ms  p99 %8s ms  socket errors %s  non-2xx %s  %s B/req  gc %s/%s/%s\n' \
-                "$load" "$rps" "$p50" "$p99" "$sock" "$non2xx" "$alloc_per_req" "$g0" "$g1" "$g2"
+            owners=""
+            [[ -n "${A_owners_created:-}" ]] && owners="  pool owners created $((A_owners_created - B_owners_created))"
+            printf '  %-9s %10s req/s  p50 %8s ms  p99 %8s ms  socket errors %s  non-2xx %s  %s B/req  gc %s/%s/%s%s\n' \
+                "$load" "$rps" "$p50" "$p99" "$sock" "$non2xx" "$alloc_per_req" "$g0" "$g1" "$g2" "$owners"
             ROWS+=("$round,$label,$load,$rps,$p50,$p99,$sock,$non2xx,$alloc_per_req,$g0,$g1,$g2")
         done
         check_responses "$label, after the loads"

@@ -37,6 +37,9 @@ public sealed class PageCoreMemoryPoolFactory : IMemoryPoolFactory<byte>, IDispo
     /// <summary>Second disposes that were ignored, summed over this factory's pools.</summary>
     public long StaleDisposes => _group.StaleDisposes;
 
+    /// <summary>Owner objects created so far (two per block head on its first rent; see <see cref="PageMemoryPool.OwnersCreated"/>).</summary>
+    public long OwnersCreated => _group.OwnersCreated;
+
     /// <summary>A new pool over the factory's arena (Kestrel's <see cref="IMemoryPoolFactory{T}.Create"/>).</summary>
     /// <param name="options">Kestrel's options for the pool (its owner's name, for diagnostics); not used.</param>
     /// <returns>The pool. Disposing it refuses its further rents; the arena lives on for the factory's other pools.</returns>

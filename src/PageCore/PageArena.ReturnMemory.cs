@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using PageCore.Allocator;
 using PageCore.Arena;
 
 namespace PageCore;
@@ -26,8 +25,8 @@ public sealed unsafe partial class PageArena
     public long BytesReturned => Interlocked.Read(ref _bytesReturned);
 
     /// <summary>
-    /// Bytes of the data pages resident in memory now (Linux <c>mincore</c>; elsewhere the whole arena). Costs one system
-    /// call over the arena's address range.
+    /// Bytes of the data pages resident in memory now (Linux <c>mincore</c>; elsewhere the whole arena). Costs one
+    /// system call per chunk, under the lock that return passes take.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
     public long ResidentBytes
@@ -167,19 +166,20 @@ public sealed unsafe partial class PageArena
     private long ResidentInChunk(int chunk)
     {
         int systemPage = Environment.SystemPageSize;
-        long bytes = ChunkBytes;
+        long start = chunk * ChunkBytes;
+        long bytes = Math.Min(ChunkBytes, (_pageCount << _pageShift) - start); // the last chunk may end with the arena
         long pages = bytes / systemPage;
-        byte[] vector = _residency ??= new byte[pages];
+        byte[] vector = _residency ??= new byte[ChunkBytes / systemPage];
         fixed (byte* v = vector)
         {
-            if (Mincore((nint)(_base + (chunk * bytes)), (nuint)bytes, v) != 0)
+            if (Mincore((nint)(_base + start), (nuint)bytes, v) != 0)
             {
                 return bytes;
             }
         }
 
         long resident = 0;
-        for (int i = 0; i < vector.Length; i++)
+        for (int i = 0; i < pages; i++)
         {
             resident += vector[i] & 1;
         }

@@ -96,6 +96,25 @@ public sealed class PoolTrustTests(ITestOutputHelper output)
         TestSupport.AssertFullyFreeAndCoalesced(arena);
     }
 
+    [Fact]
+    public void MaxBufferSizeCapsTheBlocksAndIsRoundedToABlock()
+    {
+        using ArenaLease lease = TestSupport.Lease(pages: 1024, caches: false);
+        PageArena arena = lease.Arena;
+        using var capped = new PageMemoryPool(arena, new PageMemoryPoolOptions { MaxBufferSize = 20000 });
+        Assert.Equal(16384, capped.MaxBufferSize);
+        using (IMemoryOwner<byte> o = capped.Rent(16384))
+        {
+            Assert.Equal(16384, o.Memory.Length);
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => capped.Rent(16385));
+        using var onePage = new PageMemoryPool(arena, new PageMemoryPoolOptions { MaxBufferSize = 1 });
+        Assert.Equal(4096, onePage.MaxBufferSize); // never below one page
+        Assert.Throws<ArgumentOutOfRangeException>(() => new PageMemoryPool(arena, new PageMemoryPoolOptions { MaxBufferSize = -1 }));
+        TestSupport.AssertFullyFreeAndCoalesced(arena);
+    }
+
     /// <summary>
     /// Renters on every thread, each disposing twice now and then, over sizes of one page to 16: every buffer keeps its
     /// renter's pattern while rented, every second dispose is counted and ignored, and the arena ends whole.

@@ -53,11 +53,16 @@ public sealed class PageMemoryPool : MemoryPool<byte>
     internal PageMemoryPool(PageMemoryPoolGroup group, PageMemoryPoolOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfNegative(options.MaxBufferSize, "options.MaxBufferSize");
         _group = group;
         _arena = group.Arena;
         _checked = options.Checked;
         _throwWhenExhausted = options.ThrowWhenExhausted;
         _maxOrder = group.MaxOrder;
+        while (options.MaxBufferSize != 0 && _maxOrder > 0 && (_arena.PageSize << _maxOrder) > options.MaxBufferSize)
+        {
+            _maxOrder--;
+        }
     }
 
     /// <summary>The arena the buffers come from.</summary>
@@ -75,7 +80,16 @@ public sealed class PageMemoryPool : MemoryPool<byte>
     /// <summary>Second disposes of an owner that were ignored (its rent was disposed already).</summary>
     public long StaleDisposes => _group.StaleDisposes;
 
-    /// <summary>The largest buffer: one block of the arena's largest order that fits a <see cref="Memory{T}"/>.</summary>
+    /// <summary>
+    /// Owner objects created so far: two for each block head on its first rent, and none after (the only allocation
+    /// renting makes, once per head: a pool that grows into new pages allocates, one that reuses them does not).
+    /// </summary>
+    public long OwnersCreated => _group.OwnersCreated;
+
+    /// <summary>
+    /// The largest buffer: one block of the arena's largest order that fits a <see cref="Memory{T}"/>, or of the largest
+    /// order within <see cref="PageMemoryPoolOptions.MaxBufferSize"/> when that is set.
+    /// </summary>
     public override int MaxBufferSize => _arena.PageSize << _maxOrder;
 
     /// <summary>

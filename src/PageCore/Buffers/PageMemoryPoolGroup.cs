@@ -17,6 +17,7 @@ internal sealed class PageMemoryPoolGroup
     private readonly int _maxOrder;
     private long _fallbackRents;
     private long _staleDisposes;
+    private long _ownersCreated;
 
     public PageMemoryPoolGroup(PageArena arena)
     {
@@ -45,6 +46,8 @@ internal sealed class PageMemoryPoolGroup
 
     public long StaleDisposes => Interlocked.Read(ref _staleDisposes);
 
+    public long OwnersCreated => Interlocked.Read(ref _ownersCreated);
+
     /// <summary>
     /// The owner for a new rent of the block at <paramref name="head"/>: the sibling of the head's latest owner. Only
     /// the thread that just allocated the block runs this for its head (the block is its own until it is leased), so
@@ -70,6 +73,7 @@ internal sealed class PageMemoryPoolGroup
     [MethodImpl(MethodImplOptions.NoInlining)]
     private PageMemoryManager CreatePair(Pfn head)
     {
+        Interlocked.Add(ref _ownersCreated, 2);
         var first = new PageMemoryManager(this, head);
         _ = new PageMemoryManager(this, head, first); // links itself as first's sibling
         return first;

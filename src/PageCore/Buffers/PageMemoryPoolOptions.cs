@@ -17,5 +17,13 @@ public sealed class PageMemoryPoolOptions
     /// </summary>
     public bool ThrowWhenExhausted { get; set; }
 
+    /// <summary>
+    /// The largest buffer the pool hands out and advertises as <see cref="System.Buffers.MemoryPool{T}.MaxBufferSize"/>,
+    /// in bytes, or 0 (the default) for the largest block of the arena that fits a <see cref="Memory{T}"/>. Rounded
+    /// down to a block size (a page times a power of two); at least one page. Consumers size their buffers by it: a
+    /// pipe rents segments of at most this size, and Kestrel's writers take larger writes from elsewhere.
+    /// </summary>
+    public int MaxBufferSize { get; set; }
+
     internal PageMemoryPoolOptions Clone() => (PageMemoryPoolOptions)MemberwiseClone();
 }
