@@ -113,7 +113,8 @@ public sealed class PageArenaOptions
             throw new ArgumentOutOfRangeException(nameof(Backing), Backing, "Backing must be Auto, PinnedArray or Native.");
         }
 
-        if (Backing == ArenaBacking.PinnedArray && (Pages << PageShift) + (1L << 21) > Array.MaxLength)
+        // The array holds the pages and their alignment (a page, or 2 MiB for huge pages; see PageArena's constructor).
+        if (Backing == ArenaBacking.PinnedArray && (Pages << PageShift) + Math.Max(1L << 21, 1L << PageShift) > Array.MaxLength)
         {
             throw new ArgumentOutOfRangeException(nameof(Backing), Backing, $"A pinned array holds at most {Array.MaxLength} bytes: {Pages} pages of {1 << PageShift} bytes need Native (or Auto).");
         }

@@ -8,7 +8,9 @@ namespace PageCore.Tests;
 /// The NuGet package as a consumer gets it: the library is packed from a copy of the sources (so the running tests'
 /// own build is never touched), the package is checked (README, license expression, XML docs, repository commit, a
 /// symbols package), and a fresh console project outside the solution restores it from a local folder feed and runs an
-/// alloc/free through it; then the README's C# snippets are compiled and run against the same package.
+/// alloc/free through it; the Kestrel package (PageCore.AspNetCore) is packed beside it, and a fresh web application
+/// on it echoes 64 KiB through Kestrel renting from the arena; then the README's C# snippets are compiled and run
+/// against the PageCore package.
 /// </summary>
 [Collection(StressCollection.Name)] // alone: it runs two builds
 public sealed class PackageTests(ITestOutputHelper output)
@@ -32,14 +34,16 @@ public sealed class PackageTests(ITestOutputHelper output)
             }
 
             CopyTree(Path.Combine(root, "src", "PageCore"), Path.Combine(src, "src", "PageCore"));
+            CopyTree(Path.Combine(root, "src", "PageCore.AspNetCore"), Path.Combine(src, "src", "PageCore.AspNetCore"));
             await Run("git", "init -q", src);
             await Run("git", "add -A", src);
             await Run("git", "-c user.email=test@pagecore -c user.name=test commit -q -m package", src);
 
             string feed = Path.Combine(work, "feed");
             await Run("dotnet", $"pack src/PageCore -c Release -o \"{feed}\"", src);
-            string nupkg = Directory.GetFiles(feed, "PageCore.*.nupkg").Single(f => !f.EndsWith(".snupkg", StringComparison.Ordinal));
-            Assert.Single(Directory.GetFiles(feed, "PageCore.*.snupkg"));
+            await Run("dotnet", $"pack src/PageCore.AspNetCore -c Release -o \"{feed}\"", src);
+            string nupkg = Directory.GetFiles(feed, "PageCore.*.nupkg").Single(f => !f.EndsWith(".snupkg", StringComparison.Ordinal) && !f.Contains("AspNetCore", StringComparison.Ordinal));
+            Assert.Single(Directory.GetFiles(feed, "PageCore.*.snupkg"), f => !f.Contains("AspNetCore", StringComparison.Ordinal));
             string version = Regex.Match(Path.GetFileName(nupkg), @"^PageCore\.(.+)\.nupkg$").Groups[1].Value;
             output.WriteLine($"packed {Path.GetFileName(nupkg)}");
             Assert.Matches(@"^0\.1\.1-alpha(-g[0-9a-f]{10})?$", version); // version.json's 0.1-alpha, git height 1
@@ -55,6 +59,18 @@ public sealed class PackageTests(ITestOutputHelper output)
                 Assert.Contains("<license type=\"expression\">MIT</license>", nuspec);
                 Assert.Contains("<readme>README.md</readme>", nuspec);
                 Assert.Matches("<repository type=\"git\" commit=\"[0-9a-f]{40}\"", nuspec);
+            }
+
+            // The Kestrel package: the same version, depending on PageCore and on ASP.NET Core's shared framework.
+            string webNupkg = Path.Combine(feed, $"PageCore.AspNetCore.{version}.nupkg");
+            Assert.True(File.Exists(webNupkg), $"no {Path.GetFileName(webNupkg)} in the feed");
+            using (ZipArchive zip = ZipFile.OpenRead(webNupkg))
+            {
+                Assert.Contains("lib/net10.0/PageCore.AspNetCore.dll", zip.Entries.Select(e => e.FullName));
+                using var reader = new StreamReader(zip.GetEntry("PageCore.AspNetCore.nuspec")!.Open());
+                string nuspec = reader.ReadToEnd();
+                Assert.Contains($"<dependency id=\"PageCore\" version=\"{version}\"", nuspec);
+                Assert.Contains("<frameworkReference name=\"Microsoft.AspNetCore.App\"", nuspec);
             }
 
             // The consumer: outside the solution, only the local feed.
@@ -104,6 +120,46 @@ public sealed class PackageTests(ITestOutputHelper output)
                 """);
             string printed = await Run("dotnet", "run -c Release", app);
             Assert.Contains("consumer ok 16552 free 1024", printed);
+
+            // A web application on the Kestrel package: Kestrel rents from the arena and echoes 64 KiB intact.
+            string web = Path.Combine(work, "web");
+            Directory.CreateDirectory(web);
+            File.Copy(Path.Combine(app, "nuget.config"), Path.Combine(web, "nuget.config"));
+            File.WriteAllText(Path.Combine(web, "web.csproj"), $"""
+                <Project Sdk="Microsoft.NET.Sdk.Web">
+                  <PropertyGroup>
+                    <TargetFramework>net10.0</TargetFramework>
+                    <Nullable>enable</Nullable>
+                    <ImplicitUsings>enable</ImplicitUsings>
+                  </PropertyGroup>
+                  <ItemGroup>
+                    <PackageReference Include="PageCore.AspNetCore" Version="{version}" />
+                  </ItemGroup>
+                </Project>
+                """);
+            File.WriteAllText(Path.Combine(web, "Program.cs"), """
+                using System.Net;
+                using Microsoft.AspNetCore.Hosting.Server;
+                using Microsoft.AspNetCore.Hosting.Server.Features;
+                using PageCore.AspNetCore;
+
+                WebApplicationBuilder builder = WebApplication.CreateBuilder(args);
+                builder.Logging.ClearProviders();
+                builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
+                builder.WebHost.UsePageCoreMemoryPool(o => o.Arena.Pages = 4096);
+                WebApplication app = builder.Build();
+                app.MapPost("/echo", (HttpContext ctx) => ctx.Request.BodyReader.CopyToAsync(ctx.Response.BodyWriter));
+                await app.StartAsync();
+                string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+                using var client = new HttpClient { BaseAddress = new Uri(address) };
+                byte[] body = new byte[65536];
+                new Random(1).NextBytes(body);
+                byte[] back = await (await client.PostAsync("/echo", new ByteArrayContent(body))).Content.ReadAsByteArrayAsync();
+                PageCoreMemoryPoolFactory pools = app.Services.GetRequiredService<PageCoreMemoryPoolFactory>();
+                Console.WriteLine($"kestrel ok {back.AsSpan().SequenceEqual(body)} rented {pools.OwnersCreated > 0}");
+                await app.StopAsync();
+                """);
+            Assert.Contains("kestrel ok True rented True", await Run("dotnet", "run -c Release", web));
 
             // The README's C# snippets, compiled and run against the package (so they cannot drift from the API).
             string snippets = Path.Combine(work, "snippets");

@@ -14,15 +14,7 @@ public sealed class ReturnMemoryTests(ITestOutputHelper output)
     private const byte Pattern = 0x5A;
 
     private static PageArena NewArena(long pages, int maxOrder, bool caches, TimeSpan returnAfter, bool legacy = false, bool isChecked = false) =>
-        PageArena.Create(new PageArenaOptions
-        {
-            Pages = pages,
-            MaxOrder = maxOrder,
-            PerCpuCaches = caches,
-            Checked = isChecked,
-            ReturnFreeMemoryAfter = returnAfter,
-            LegacyReturnMemoryWithoutClaim = legacy,
-        });
+        TestSupport.NewArena(pages, maxOrder, caches, isChecked, returnAfter: returnAfter, legacyReturn: legacy);
 
     /// <summary>qemu-user (7.2, Debian 12) accepts MADV_DONTNEED and does nothing: nothing is returned under emulation.</summary>
     private static void SkipWhereMemoryCannotBeReturned()

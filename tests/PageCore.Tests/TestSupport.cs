@@ -65,7 +65,7 @@ internal static class TestSupport
         return seed;
     }
 
-    public static PageArena NewArena(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32, bool symmetricHandOver = false) =>
+    public static PageArena NewArena(long pages = 4096, int maxOrder = 10, bool caches = true, bool isChecked = false, int batch = 32, bool symmetricHandOver = false, TimeSpan? returnAfter = null, bool legacyReturn = false) =>
         PageArena.Create(new PageArenaOptions
         {
             Pages = pages,
@@ -74,6 +74,8 @@ internal static class TestSupport
             Checked = isChecked,
             PerCpuBatch = batch,
             ForceSymmetricHandOver = symmetricHandOver,
+            ReturnFreeMemoryAfter = returnAfter ?? new PageArenaOptions().ReturnFreeMemoryAfter,
+            LegacyReturnMemoryWithoutClaim = legacyReturn,
         });
 
     /// <summary>An arena that is force-disposed at the end of a test, so a failed assertion is not hidden by Dispose refusing.</summary>

@@ -292,14 +292,21 @@ internal sealed unsafe class FrameAllocator : IDisposable
     // Chunk status transitions (huge blocks).
 
     /// <summary>Claims a chunk for a huge block: <see cref="Normal"/> -> <see cref="Huge"/>, then checks that no bit is set.</summary>
+    private bool TryClaimChunk(int chunk) => TryClaimWholeChunk(chunk, Huge);
+
+    /// <summary>
+    /// Claims a wholly free chunk for <paramref name="claim"/> (<see cref="Huge"/> or <see cref="Returning"/>):
+    /// <see cref="Normal"/> -> <paramref name="claim"/>, then checks that no bit is set.
+    /// </summary>
     /// <remarks>
-    /// Keeps A1: the CAS is the huge half of the Dekker handshake (full fence before the bit loads). If any bit is set a
-    /// small claim stands or is in flight; the status goes back to <see cref="Normal"/> with a release store, which is
-    /// safe because only the owner of a <see cref="Huge"/> status writes it (A4).
+    /// Keeps A1: the CAS is the huge half of the Dekker handshake (full fence before the bit loads), and every small claim
+    /// checks the status after its own CAS and rolls back on anything but <see cref="Normal"/> or <see cref="HeadOnly"/>.
+    /// If any bit is set a small claim stands or is in flight; the status goes back to <see cref="Normal"/> with a
+    /// release store, which is safe because only the claimer writes a status it set (A4).
     /// </remarks>
-    private bool TryClaimChunk(int chunk)
+    private bool TryClaimWholeChunk(int chunk, int claim)
     {
-        if (Interlocked.CompareExchange(ref _status[chunk], Huge, Normal) != Normal)
+        if (Interlocked.CompareExchange(ref _status[chunk], claim, Normal) != Normal)
         {
             return false;
         }
@@ -322,28 +329,11 @@ internal sealed unsafe class FrameAllocator : IDisposable
     /// <see cref="Returning"/>, then checks that no bit is set. False, with nothing changed, when any page is in use.
     /// </summary>
     /// <remarks>
-    /// Keeps A1 exactly as <see cref="TryClaimChunk"/> does: the CAS is the huge half of the Dekker handshake (full fence
-    /// before the bit loads), and every small claim checks the status after its own CAS and rolls back on anything but
-    /// <see cref="Normal"/> or <see cref="HeadOnly"/>. So while the status is <see cref="Returning"/> no page of the
-    /// chunk is handed out, and discarding its memory loses nobody's data. Only this claimer writes the status until
-    /// <see cref="EndReturn"/> (A4).
+    /// Keeps A1 as a huge claim does (<see cref="TryClaimWholeChunk"/>): while the status is <see cref="Returning"/> no
+    /// page of the chunk is handed out, and discarding its memory loses nobody's data. Only this claimer writes the
+    /// status until <see cref="EndReturn"/> (A4).
     /// </remarks>
-    public bool TryBeginReturn(int chunk)
-    {
-        if (Interlocked.CompareExchange(ref _status[chunk], Returning, Normal) != Normal)
-        {
-            return false;
-        }
-
-        if (AllWordsClear(chunk))
-        {
-            return true;
-        }
-
-        Volatile.Write(ref _status[chunk], Normal);
-        _counters?.Add(ArenaCounter.HandshakeRollbacks);
-        return false;
-    }
+    public bool TryBeginReturn(int chunk) => TryClaimWholeChunk(chunk, Returning);
 
     /// <summary>The chunk's memory was given back: <see cref="Returning"/> -> <see cref="Normal"/>.</summary>
     /// <remarks>Keeps A4: the claimer's release store. The discard (a system call) completed before it, so a page claimed
