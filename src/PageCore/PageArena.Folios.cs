@@ -47,6 +47,9 @@ public sealed unsafe partial class PageArena
         return true;
     }
 
+    /// <summary><see cref="TryAllocFolio"/> for the pool: the head, or <see cref="PerCpu.PageCaches.NoPage"/> when none is free.</summary>
+    internal uint AllocFolioOrNone(int order) => TryAllocFolio(order, out Pfn head) ? head.Value : PerCpu.PageCaches.NoPage;
+
     /// <summary><see cref="TryAllocFolio"/> that throws <see cref="OutOfPagesException"/> on failure.</summary>
     /// <param name="order">1..<see cref="MaxOrder"/>.</param>
     /// <returns>The folio's head, with refcount 1.</returns>

@@ -29,8 +29,11 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     private int _pins;
     private Memory<byte> _memory;
 
-    // 1 while leased: set last by Lease (release), taken back by the first Dispose (an exchange, so that of two disposes
-    // racing on one lease exactly one frees the block).
+    // 1 while leased: set last by Lease (release), cleared by the first Dispose. A plain read and write, not an exchange
+    // (which costs the rent-and-dispose a locked instruction, a third of its time): a second Dispose that follows the
+    // first (on any thread that learned of the first through any synchronisation) reads 0 and is ignored. Two disposes
+    // of one rent that truly race can both read 1; the arena then refuses the second free (a PageBugException), or,
+    // if the block was rented again in between, frees that rent: the same limit as a stale owner that came round again.
     private int _leased;
 
     internal PageMemoryManager(PageMemoryPoolGroup group, Pfn head)
@@ -62,6 +65,9 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
 
     /// <summary>Whether this owner is rented now (false once disposed).</summary>
     public bool IsLeased => Volatile.Read(ref _leased) != 0;
+
+    /// <summary>On a head's first owner: whether the head's next rent takes the sibling (flipped by every rent).</summary>
+    internal bool Turn;
 
     /// <summary>The other owner of this block head, used by the head's next rent.</summary>
     internal PageMemoryManager Sibling { get; private set; }
@@ -104,12 +110,13 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     /// <param name="disposing">True from <c>Dispose</c>.</param>
     protected override void Dispose(bool disposing)
     {
-        if (Interlocked.Exchange(ref _leased, 0) == 0)
+        if (Volatile.Read(ref _leased) == 0)
         {
             _group.CountStaleDispose(); // idle owner: this rent was disposed already
             return;
         }
 
+        _leased = 0; // before the free: once the block can be rented again, this owner reads idle
         _group.Return(this);
     }
 

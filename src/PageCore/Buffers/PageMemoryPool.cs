@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using PageCore.PerCpu;
 
 namespace PageCore.Buffers;
 
@@ -106,14 +107,15 @@ public sealed class PageMemoryPool : MemoryPool<byte>
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         int order = OrderFor(minBufferSize);
 
-        // One page, or a compound page (a folio: gets and puts through any of its pages go to its head).
-        Pfn head;
-        if (!(order == 0 ? _arena.TryAllocPages(0, out head) : _arena.TryAllocFolio(order, out head)))
+        // One page, or a compound page (a folio: gets and puts through any of its pages go to its head). The head comes
+        // back as a value, not through an out parameter, so that it stays in a register.
+        uint head = order == 0 ? _arena.AllocVia(default(ThreadRoute), 0) : _arena.AllocFolioOrNone(order);
+        if (head == PageCaches.NoPage)
         {
             return RentWhenExhausted(order);
         }
 
-        PageMemoryManager owner = _group.NextOwner(head);
+        PageMemoryManager owner = _group.NextOwner(new Pfn(head));
         owner.Lease(order, _arena.PageSize << order);
         return _checked ? new CheckedPageOwner(owner) : owner;
     }

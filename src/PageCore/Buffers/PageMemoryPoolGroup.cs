@@ -11,9 +11,10 @@ internal sealed class PageMemoryPoolGroup
 {
     private readonly PageArena _arena;
 
-    // Per block head: the owner handed out by the head's latest rent (null before the first). The next rent of the head
-    // takes that owner's sibling, so that a stale second Dispose of the latest owner finds it idle (see PageMemoryManager).
-    private readonly PageMemoryManager?[] _latest;
+    // Per block head: the first owner of its pair (null before the head's first rent), written once. Which owner of the
+    // pair a rent takes is the first owner's Turn, so rents write the owners they use, never this table, which all
+    // threads read.
+    private readonly PageMemoryManager?[] _next;
     private readonly int _maxOrder;
     private long _fallbackRents;
     private long _staleDisposes;
@@ -28,7 +29,7 @@ internal sealed class PageMemoryPoolGroup
         }
 
         _arena = arena;
-        _latest = new PageMemoryManager?[arena.PageCount];
+        _next = new PageMemoryManager?[arena.PageCount];
         int maxOrder = arena.MaxOrder;
         while (((long)arena.PageSize << maxOrder) > int.MaxValue)
         {
@@ -49,17 +50,19 @@ internal sealed class PageMemoryPoolGroup
     public long OwnersCreated => Interlocked.Read(ref _ownersCreated);
 
     /// <summary>
-    /// The owner for a new rent of the block at <paramref name="head"/>: the sibling of the head's latest owner. Only
-    /// the thread that just allocated the block runs this for its head (the block is its own until it is leased), so
-    /// the slot has one writer at a time; the allocator's hand-over of the block orders the previous writer's store
-    /// before this read.
+    /// The owner for a new rent of the block at <paramref name="head"/>: the head's two owners in turn, so that a stale
+    /// second Dispose of the latest rent's owner finds it idle (see <see cref="PageMemoryManager"/>). Only the thread
+    /// that just allocated the block runs this for its head (the block is its own until it is leased), so the slot and
+    /// the turn have one writer at a time; the allocator's hand-over of the block (the free's full fence, the next
+    /// allocation's acquire) orders the previous renter's writes before this read. Measured (rent + dispose of a page in
+    /// a loop, 5 alternations against the pool with one owner per head): 20.4 -> 22.6 ns median, the price of the turn.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public PageMemoryManager NextOwner(Pfn head)
     {
-        ref PageMemoryManager? slot = ref _latest[head.Value];
-        PageMemoryManager next = slot is null ? CreatePair(head) : slot.Sibling;
-        slot = next;
+        PageMemoryManager first = _next[head.Value] ?? CreatePairSlot(head);
+        PageMemoryManager next = first.Turn ? first.Sibling : first;
+        first.Turn = !first.Turn;
         return next;
     }
 
@@ -69,6 +72,9 @@ internal sealed class PageMemoryPoolGroup
 
     /// <summary>The owner was disposed: free its block.</summary>
     public void Return(PageMemoryManager manager) => _arena.FreePages(manager.Head, manager.Order);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private PageMemoryManager CreatePairSlot(Pfn head) => _next[head.Value] = CreatePair(head);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private PageMemoryManager CreatePair(Pfn head)
