@@ -30,7 +30,7 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     private Memory<byte> _memory;
 
     // 1 while leased: set last by Lease (release), cleared by the first Dispose. A plain read and write, not an exchange
-    // (which costs the rent-and-dispose a locked instruction, a third of its time): a second Dispose that follows the
+    // (a locked instruction on every dispose): a second Dispose that follows the
     // first (on any thread that learned of the first through any synchronisation) reads 0 and is ignored. Two disposes
     // of one rent that truly race can both read 1; the arena then refuses the second free (a PageBugException), or,
     // if the block was rented again in between, frees that rent: the same limit as a stale owner that came round again.
@@ -116,7 +116,7 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
             return;
         }
 
-        _leased = 0; // before the free: once the block can be rented again, this owner reads idle
+        _leased = 0; // before the free, whose full fence orders it: once the block can be rented again, this owner reads idle
         _group.Return(this);
     }
 

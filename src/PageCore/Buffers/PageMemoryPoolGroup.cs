@@ -12,9 +12,9 @@ internal sealed class PageMemoryPoolGroup
     private readonly PageArena _arena;
 
     // Per block head: the first owner of its pair (null before the head's first rent), written once. Which owner of the
-    // pair a rent takes is the first owner's Turn, so rents write the owners they use, never this table, which all
+    // pair a rent takes is the first owner's Turn, so a rent writes that owner, never this table, which all
     // threads read.
-    private readonly PageMemoryManager?[] _next;
+    private readonly PageMemoryManager?[] _first;
     private readonly int _maxOrder;
     private long _fallbackRents;
     private long _staleDisposes;
@@ -29,7 +29,7 @@ internal sealed class PageMemoryPoolGroup
         }
 
         _arena = arena;
-        _next = new PageMemoryManager?[arena.PageCount];
+        _first = new PageMemoryManager?[arena.PageCount];
         int maxOrder = arena.MaxOrder;
         while (((long)arena.PageSize << maxOrder) > int.MaxValue)
         {
@@ -60,7 +60,7 @@ internal sealed class PageMemoryPoolGroup
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public PageMemoryManager NextOwner(Pfn head)
     {
-        PageMemoryManager first = _next[head.Value] ?? CreatePairSlot(head);
+        PageMemoryManager first = _first[head.Value] ?? CreatePairSlot(head);
         PageMemoryManager next = first.Turn ? first.Sibling : first;
         first.Turn = !first.Turn;
         return next;
@@ -74,7 +74,7 @@ internal sealed class PageMemoryPoolGroup
     public void Return(PageMemoryManager manager) => _arena.FreePages(manager.Head, manager.Order);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private PageMemoryManager CreatePairSlot(Pfn head) => _next[head.Value] = CreatePair(head);
+    private PageMemoryManager CreatePairSlot(Pfn head) => _first[head.Value] = CreatePair(head);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private PageMemoryManager CreatePair(Pfn head)
