@@ -118,8 +118,48 @@ if (factory is not null)
     }));
 }
 
+// A sampled count of what is allocated, by type (GC AllocationTick events: one per ~100 KB allocated, naming the type
+// of the object that crossed the mark): GET /alloc-types lists them, POST /alloc-types/reset starts over.
+AllocationTypes? types = Environment.GetEnvironmentVariable("PAGECORE_BENCH_ALLOC_TYPES") == "1" ? new AllocationTypes() : null;
+if (types is not null)
+{
+    app.MapGet("/alloc-types", (RequestDelegate)(ctx => ctx.Response.WriteAsync(types.Report())));
+    app.MapPost("/alloc-types/reset", (RequestDelegate)(ctx => { types.Reset(); return Task.CompletedTask; }));
+}
+
 await app.RunAsync();
 return 0;
+
+internal sealed class AllocationTypes : System.Diagnostics.Tracing.EventListener
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _bytes = new();
+
+    public void Reset() => _bytes.Clear();
+
+    public string Report() =>
+        string.Join('\n', _bytes.OrderByDescending(kv => kv.Value).Take(25).Select(kv => $"{kv.Value,14:N0}  {kv.Key}")) + "\n";
+
+    protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+    {
+        if (source.Name == "Microsoft-Windows-DotNETRuntime")
+        {
+            EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1);
+        }
+    }
+
+    protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+    {
+        if (e.EventName is { } name && name.StartsWith("GCAllocationTick", StringComparison.Ordinal) && e.PayloadNames is { } names)
+        {
+            int t = names.IndexOf("TypeName");
+            int a = names.IndexOf("AllocationAmount64");
+            if (t >= 0 && a >= 0 && e.Payload![t] is string type)
+            {
+                _bytes.AddOrUpdate(type, Convert.ToInt64(e.Payload[a], CultureInfo.InvariantCulture), (_, v) => v + Convert.ToInt64(e.Payload[a], CultureInfo.InvariantCulture));
+            }
+        }
+    }
+}
 
 internal static class Bench
 {
