@@ -12,20 +12,10 @@ public sealed unsafe partial class PageArena
     /// block is larger than a span can cover (2 GiB).</exception>
     public Span<byte> GetSpan(Pfn pfn, int order = 0)
     {
-        if ((uint)order >= _orderLimit)
-        {
-            ThrowBadOrder(order);
-        }
-
+        CheckBlock(pfn, order);
         if (_pageShift + order > 30)
         {
             throw new ArgumentOutOfRangeException(nameof(order), order, "A span covers at most 1 GiB here; use AddressOf for larger blocks.");
-        }
-
-        ulong end = (ulong)pfn.Value + (1UL << order);
-        if (end > _pageLimit)
-        {
-            ThrowBadPfn(pfn.Value);
         }
 
         return new Span<byte>(_base + ((nuint)pfn.Value << _pageShift), 1 << (_pageShift + order));
@@ -71,17 +61,7 @@ public sealed unsafe partial class PageArena
     /// <exception cref="ArgumentOutOfRangeException">The block is outside the arena or the order is out of range.</exception>
     public bool TryGetArraySegment(Pfn pfn, int order, out ArraySegment<byte> segment)
     {
-        if ((uint)order >= _orderLimit)
-        {
-            ThrowBadOrder(order);
-        }
-
-        ulong end = (ulong)pfn.Value + (1UL << order);
-        if (end > _pageLimit)
-        {
-            ThrowBadPfn(pfn.Value);
-        }
-
+        CheckBlock(pfn, order);
         byte[]? array = _dataRegion.Array;
         if (array is null)
         {
@@ -92,5 +72,20 @@ public sealed unsafe partial class PageArena
         // Both fit an int: the whole array does (ReservePinnedArray checked it).
         segment = new ArraySegment<byte>(array, _dataRegion.ArrayOffset + (int)((long)pfn.Value << _pageShift), (int)(1L << (_pageShift + order)));
         return true;
+    }
+
+    /// <summary>Throws unless the order is in range and the block lies inside the arena (0 limits once disposed).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private void CheckBlock(Pfn pfn, int order)
+    {
+        if ((uint)order >= _orderLimit)
+        {
+            ThrowBadOrder(order);
+        }
+
+        if ((ulong)pfn.Value + (1UL << order) > _pageLimit)
+        {
+            ThrowBadPfn(pfn.Value);
+        }
     }
 }

@@ -82,7 +82,7 @@ public sealed unsafe partial class PageArena
     private void StartReturnMemoryTimer()
     {
         TimeSpan after = _options.ReturnFreeMemoryAfter;
-        if (_checked || after == Timeout.InfiniteTimeSpan || !NativeRegion.CanDiscard)
+        if (!CanReturnMemory || after == Timeout.InfiniteTimeSpan)
         {
             return;
         }
@@ -100,9 +100,12 @@ public sealed unsafe partial class PageArena
         }
     }
 
+    /// <summary>Whether this arena can give memory back: not checked (free pages keep their poison), and on Linux.</summary>
+    private bool CanReturnMemory => !_checked && NativeRegion.CanDiscard;
+
     private long ReturnPass(long idleMs)
     {
-        if (_checked || !NativeRegion.CanDiscard)
+        if (!CanReturnMemory)
         {
             return 0;
         }

@@ -25,9 +25,8 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     private readonly PageMemoryPoolGroup _group;
     private readonly Pfn _head;
     private int _order;
-    private int _length;
     private int _pins;
-    private Memory<byte> _memory;
+    private Memory<byte> _memory; // the block's bytes for the current order; its Length is the block's length
 
     // 1 while leased: set last by Lease (release), cleared by the first Dispose. A plain read and write, not an exchange
     // (a locked instruction on every dispose): a second Dispose that follows the
@@ -81,14 +80,14 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     public override Memory<byte> Memory => _memory;
 
     /// <summary>The block's bytes.</summary>
-    public override Span<byte> GetSpan() => new((void*)_group.Arena.AddressOf(_head), _length);
+    public override Span<byte> GetSpan() => new((void*)_group.Arena.AddressOf(_head), _memory.Length);
 
     /// <summary>A handle to byte <paramref name="elementIndex"/>; the memory never moves, so this only counts the pin.</summary>
     /// <param name="elementIndex">0 to the block's length.</param>
     /// <exception cref="ArgumentOutOfRangeException">The index is outside the block.</exception>
     public override MemoryHandle Pin(int elementIndex = 0)
     {
-        if ((uint)elementIndex > (uint)_length)
+        if ((uint)elementIndex > (uint)_memory.Length)
         {
             throw new ArgumentOutOfRangeException(nameof(elementIndex), elementIndex, "The index is outside the block.");
         }
@@ -124,10 +123,9 @@ public sealed unsafe class PageMemoryManager : MemoryManager<byte>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Lease(int order, int length)
     {
-        if (_order != order || _memory.Length != length)
+        if (_memory.Length != length) // a block's length fixes its order
         {
             _order = order;
-            _length = length;
             _memory = MemoryFor(order, length);
         }
 
