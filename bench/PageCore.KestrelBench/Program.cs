@@ -1,9 +1,15 @@
 // A minimal Kestrel server for bench/kestrel/wrk-rounds.sh: the same endpoints on Kestrel's own buffer pool or on a
 // PageCore arena, so that wrk can compare the two in alternating rounds.
 //
-//   --pool kestrel|pagecore   kestrel: Kestrel's default pool (nothing registered); pagecore: UsePageCoreMemoryPool
+//   --pool kestrel|pagecore|slab|blocks
+//                             kestrel: Kestrel's default pool (nothing registered); pagecore: UsePageCoreMemoryPool;
+//                             slab, blocks: the control pools of ControlPool.cs (Kestrel's queue over one pinned slab,
+//                             or over one pinned array per block)
 //   --port N                  listen on http://127.0.0.1:N (default 5000)
-//   --decay SECONDS           PageArenaOptions.ReturnFreeMemoryAfter (default 5; pagecore only)
+//   --decay SECONDS|off       PageArenaOptions.ReturnFreeMemoryAfter (default 5; off: never; pagecore only)
+//   --no-caches               PageArenaOptions.PerCpuCaches = false (pagecore only)
+//   --no-huge-pages           PageArenaOptions.AdviseHugePages = false (pagecore only)
+//   --no-statistics           PageArenaOptions.CollectStatistics = false (pagecore only)
 //   --checked                 PageMemoryPoolOptions.Checked = true (pagecore only)
 //   --arena-checked           PageArenaOptions.Checked = true (pagecore only)
 //   --pages N                 PageArenaOptions.Pages (pagecore only; default: the library's default)
@@ -24,7 +30,7 @@ using PageCore.AspNetCore;
 string pool = "kestrel";
 int port = 5000;
 double decaySeconds = 5;
-bool poolChecked = false, arenaChecked = false;
+bool poolChecked = false, arenaChecked = false, caches = true, hugePages = true, statistics = true;
 long pages = 0;
 for (int i = 0; i < args.Length; i++)
 {
@@ -33,7 +39,13 @@ for (int i = 0; i < args.Length; i++)
     {
         case "--pool": pool = Next(); break;
         case "--port": port = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-        case "--decay": decaySeconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+        case "--decay":
+            string decay = Next();
+            decaySeconds = decay == "off" ? double.PositiveInfinity : double.Parse(decay, CultureInfo.InvariantCulture);
+            break;
+        case "--no-caches": caches = false; break;
+        case "--no-huge-pages": hugePages = false; break;
+        case "--no-statistics": statistics = false; break;
         case "--checked": poolChecked = true; break;
         case "--arena-checked": arenaChecked = true; break;
         case "--pages": pages = long.Parse(Next(), CultureInfo.InvariantCulture); break;
@@ -43,9 +55,9 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 
-if (pool is not ("kestrel" or "pagecore"))
+if (pool is not ("kestrel" or "pagecore" or "slab" or "blocks"))
 {
-    Console.Error.WriteLine($"--pool must be kestrel or pagecore, not {pool}");
+    Console.Error.WriteLine($"--pool must be kestrel, pagecore, slab or blocks, not {pool}");
     return 2;
 }
 
@@ -63,8 +75,11 @@ if (pool == "pagecore")
 {
     builder.WebHost.UsePageCoreMemoryPool(o =>
     {
-        o.Arena.ReturnFreeMemoryAfter = TimeSpan.FromSeconds(decaySeconds);
+        o.Arena.ReturnFreeMemoryAfter = double.IsPositiveInfinity(decaySeconds) ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(decaySeconds);
         o.Arena.Checked = arenaChecked;
+        o.Arena.PerCpuCaches = caches;
+        o.Arena.AdviseHugePages = hugePages;
+        o.Arena.CollectStatistics = statistics;
         if (pages > 0)
         {
             o.Arena.Pages = pages;
@@ -76,6 +91,11 @@ if (pool == "pagecore")
             o.Pool.MaxBufferSize = int.Parse(max, CultureInfo.InvariantCulture);
         }
     });
+}
+
+if (pool is "slab" or "blocks")
+{
+    builder.Services.AddSingleton<Microsoft.AspNetCore.Connections.IMemoryPoolFactory<byte>>(new ControlPoolFactory(oneSlab: pool == "slab"));
 }
 
 WebApplication app = builder.Build();
