@@ -10,7 +10,8 @@ namespace PageCore.Benchmarks;
 /// BenchmarkDotNet exits 0 even when it ran nothing, so this program sets its own exit code: 1 when a benchmark was
 /// rejected or failed, or when nothing ran. With <c>--results DIR</c> it copies the GitHub-markdown reports to DIR.
 /// <c>--native-interleaved [rounds]</c> runs <see cref="InterleavedNative"/> instead of BenchmarkDotNet;
-/// <c>--hash-reads-interleaved [rounds]</c> runs <see cref="HashReadBenchmarks.RunInterleaved"/>.
+/// <c>--hash-reads-interleaved [rounds]</c> runs <see cref="HashReadBenchmarks.RunInterleaved"/>;
+/// <c>--multicore-interleaved [rounds]</c> runs <see cref="MulticoreInterleaved"/>.
 /// </summary>
 public static class Program
 {
@@ -21,6 +22,19 @@ public static class Program
         if (hashReads >= 0)
         {
             return HashReadBenchmarks.RunInterleaved(hashReads + 1 < args.Length && int.TryParse(args[hashReads + 1], out int n) ? n : 30);
+        }
+
+        int multicore = Array.IndexOf(args, "--multicore-interleaved");
+        if (multicore >= 0)
+        {
+            int rounds = 15;
+            if (multicore + 1 < args.Length && !int.TryParse(args[multicore + 1], out rounds))
+            {
+                Console.Error.WriteLine($"pagecore-bench: --multicore-interleaved takes a round count, not '{args[multicore + 1]}'.");
+                return 64;
+            }
+
+            return MulticoreInterleaved.Run(rounds);
         }
 
         int interleaved = Array.IndexOf(args, "--native-interleaved");

@@ -47,11 +47,13 @@ internal sealed unsafe partial class FrameAllocator
     {
         long start = (ulong)hint < (ulong)_wordCount ? hint : InitialHintWord();
         int firstChunk = (int)(start / WordsPerChunk);
+        int slot = Slot();
 
-        // The hint's chunk (all its words, not only those after the hint), then the others in DenseOrder.
-        for (int visited = 0; visited < ScanLength; visited++)
+        // The hint's chunk (all its words, not only those after the hint), then the others in DenseOrder: first those
+        // no other thread reserved, then those it did (ScanStep).
+        for (int visited = 0; visited < 2 * ScanLength; visited++)
         {
-            int c = DenseOrder(firstChunk, visited);
+            int c = ScanStep(firstChunk, visited, slot);
             if (c < 0)
             {
                 continue;
@@ -63,17 +65,10 @@ internal sealed unsafe partial class FrameAllocator
                 int i = BitOperations.TrailingZeroCount(candidates);
                 candidates &= candidates - 1;
                 long word = ((long)c * WordsPerChunk) + i;
-                if (order <= 6)
+                if (order <= 6 ? TryClaimInWord(word, order, out pfn) : TryClaimWords(word, 1 << (order - 6), out pfn))
                 {
-                    if (TryClaimInWord(word, order, out pfn))
-                    {
-                        return true;
-                    }
-                }
-                else if (TryClaimWords(word, 1 << (order - 6)))
-                {
-                    t_wordHint = word + 1;
-                    pfn = (uint)(word << 6);
+                    MoveReservation(firstChunk, c, slot);
+                    CountSteal(visited);
                     return true;
                 }
             }
@@ -87,7 +82,7 @@ internal sealed unsafe partial class FrameAllocator
     {
         int span = 1 << (order - ChunkShift);
         int hint = t_hugeHint - 1;
-        int start = (uint)hint < (uint)_chunkCount ? hint & ~(span - 1) : 0;
+        int start = (uint)hint < (uint)_chunkCount ? hint & ~(span - 1) : HugeHome(span);
         for (int segment = 0; segment < 2; segment++)
         {
             int from = segment == 0 ? start : 0;
@@ -104,7 +99,7 @@ internal sealed unsafe partial class FrameAllocator
                 int group = c & ~(span - 1);
                 if (group + span <= _chunkCount && GroupLooksFree(group, span) && TryClaimChunks(group, span))
                 {
-                    t_hugeHint = group + span + 1;
+                    t_hugeHint = group + 1; // the same group first next time: after a free it is the thread's own again
                     pfn = (uint)group << ChunkShift;
                     return true;
                 }
@@ -213,6 +208,29 @@ internal sealed unsafe partial class FrameAllocator
             _ => free,
         };
         return take ? c : -1;
+    }
+
+    /// <summary>
+    /// The chunk a small allocation's scan visits at step <paramref name="visited"/> (0 .. 2 x <see cref="ScanLength"/>),
+    /// or -1 to skip the step: the <see cref="DenseOrder"/> once over the chunks that no other thread reserved, then once
+    /// over those that another thread did (memory is short elsewhere: the chunk is shared rather than the allocation
+    /// failed).
+    /// </summary>
+    private int ScanStep(int firstChunk, int visited, int slot)
+    {
+        bool theirs = visited >= ScanLength;
+        int c = DenseOrder(firstChunk, theirs ? visited - ScanLength : visited);
+        return c >= 0 && ReservedByOther(c, slot) == theirs ? c : -1;
+    }
+
+    /// <summary>Counts an allocation that found room only in another thread's reserved chunk (scan step <paramref name="visited"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CountSteal(int visited)
+    {
+        if (visited >= ScanLength)
+        {
+            _counters?.Add(ArenaCounter.ReservationSteals);
+        }
     }
 
     private long InitialHintWord()

@@ -97,6 +97,7 @@ internal sealed unsafe partial class FrameAllocator : IDisposable
         _statusRegion = NativeRegion.Reserve((nuint)_chunkCount * sizeof(int), (nuint)CacheLine.PaddedSize, adviseHugePages: false);
         _bits = (ulong*)_bitsRegion.Pointer;
         _status = (int*)_statusRegion.Pointer;
+        _reservedBy = new int[_chunkCount];
 
         long end = (long)_chunkCount << ChunkShift;
         for (long p = pageCount; p < end; p++)
@@ -191,14 +192,17 @@ internal sealed unsafe partial class FrameAllocator : IDisposable
         long hint = t_wordHint - 1;
         long start = (ulong)hint < (ulong)_wordCount ? hint : InitialHintWord();
         int firstChunk = (int)(start / WordsPerChunk);
-        for (int visited = 0; visited < ScanLength && got < dest.Length; visited++)
+        int slot = Slot();
+        int home = -1;
+        for (int visited = 0; visited < 2 * ScanLength && got < dest.Length; visited++)
         {
-            int c = DenseOrder(firstChunk, visited);
+            int c = ScanStep(firstChunk, visited, slot);
             if (c < 0)
             {
                 continue;
             }
 
+            int before = got;
             int candidates = CandidateWords(c, order);
             while (candidates != 0 && got < dest.Length)
             {
@@ -207,10 +211,17 @@ internal sealed unsafe partial class FrameAllocator : IDisposable
                 got += ClaimManyInWord(((long)c * WordsPerChunk) + i, order, dest[got..]);
             }
 
-            if (got > 0)
+            if (got > before)
             {
                 t_wordHint = ((long)c * WordsPerChunk) + 1;
+                home = home < 0 ? c : home;
+                CountSteal(visited);
             }
+        }
+
+        if (home >= 0)
+        {
+            MoveReservation(firstChunk, home, slot);
         }
 
         return got;
@@ -308,6 +319,7 @@ internal sealed unsafe partial class FrameAllocator : IDisposable
     {
         if (Interlocked.CompareExchange(ref _status[chunk], claim, Normal) != Normal)
         {
+            _counters?.Add(ArenaCounter.AllocCasRetries);
             return false;
         }
 
@@ -477,7 +489,7 @@ internal sealed unsafe partial class FrameAllocator : IDisposable
     /// <remarks>Keeps A1: each word is claimed by a CAS from 0 (full fence), then the handshake. A word this call set to
     /// all ones is touched by nobody else (no bit is free, and no page in it has another owner), so the rollback is a
     /// release store.</remarks>
-    private bool TryClaimWords(long first, int count)
+    private bool TryClaimWords(long first, int count, out uint pfn)
     {
         ulong* w = _bits + first;
         int claimed = 0;
@@ -488,8 +500,12 @@ internal sealed unsafe partial class FrameAllocator : IDisposable
 
         if (claimed == count && ClaimStands(first, ulong.MaxValue))
         {
+            t_wordHint = first + 1;
+            pfn = (uint)(first << 6);
             return true;
         }
+
+        pfn = 0;
 
         for (int j = 0; j < claimed; j++)
         {

@@ -53,6 +53,14 @@ public enum ArenaCounter
     /// correct program, and always 0 in a checked arena, which refuses that put.
     /// </summary>
     StolenReferences,
+
+    /// <summary>
+    /// A small allocation's scan that found room only in a chunk another thread had reserved for its own allocations
+    /// (every unreserved chunk was full): the threads share that chunk's bitfield line from then on. The allocations
+    /// that follow in the same word take the thread's hint without a scan and are not counted again. Memory pressure,
+    /// or more threads than chunks.
+    /// </summary>
+    ReservationSteals,
 }
 
 /// <summary>
