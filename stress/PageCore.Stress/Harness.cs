@@ -41,7 +41,11 @@ public static class Harness
 
         foreach (Thread t in threads.Concat(helpers)) t.Start();
         gate.Wait();
-        if (ctx.Live)
+        if (ctx.OperationsPerThread > 0)
+        {
+            WatchBudget(ctx, threads);
+        }
+        else if (ctx.Live)
         {
             ShowLive(ctx, threads);
         }
@@ -136,6 +140,24 @@ public static class Harness
         }
 
         return totals;
+    }
+
+    /// <summary>
+    /// Fixed work per thread: ends the run once every worker recorded <see cref="StressContext.OperationsPerThread"/>
+    /// operations and every background thread <see cref="StressContext.BackgroundOperations"/>, looking every
+    /// millisecond (the overshoot is what the threads do in that time).
+    /// </summary>
+    private static void WatchBudget(StressContext ctx, List<Thread> threads)
+    {
+        IReadOnlyList<Recorder> recorders = ctx.Recorders; // every thread enlisted before the gate opened
+        while (threads.Any(t => t.IsAlive))
+        {
+            threads.FirstOrDefault(t => t.IsAlive)?.Join(1);
+            if (recorders.All(r => r.Total >= (r.Background ? ctx.BackgroundOperations : ctx.OperationsPerThread)))
+            {
+                ctx.StopNow();
+            }
+        }
     }
 
     private static void ShowPlain(StressContext ctx, List<Thread> threads)

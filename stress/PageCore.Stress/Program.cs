@@ -61,8 +61,9 @@ public static class Program
         monitor.SetAction(pr => MonitorCommand(pr.GetValue(pid), pr.GetValue(watchFor)!));
 
         Command raceLab = RaceLab.Command(threads, seed, pin, pages, minOps);
+        Command scale = Scale.Command(seed, pin, pages);
 
-        var root = new RootCommand("pagecore-stress: PageCore's stress scenarios on real threads, with invariants checked while they run.") { list, run, raceLab, ps, monitor };
+        var root = new RootCommand("pagecore-stress: PageCore's stress scenarios on real threads, with invariants checked while they run.") { list, run, raceLab, scale, ps, monitor };
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {

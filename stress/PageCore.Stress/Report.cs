@@ -89,15 +89,7 @@ public static class Report
         w.WriteStartObject();
         w.WriteString("scenario", result.Scenario);
         w.WriteBoolean("legacy", result.Legacy);
-        w.WriteStartObject("machine");
-        w.WriteString("processor", ProcessorName());
-        w.WriteNumber("processorCount", Environment.ProcessorCount);
-        w.WriteString("architecture", RuntimeInformation.ProcessArchitecture.ToString());
-        w.WriteString("os", RuntimeInformation.OSDescription);
-        w.WriteString("dotnet", RuntimeInformation.FrameworkDescription);
-        w.WriteString("handOver", ProcessBarrier.HandOver.ToString());
-        w.WriteString("processBarrier", ProcessBarrier.Kind.ToString());
-        w.WriteEndObject();
+        WriteMachine(w);
         w.WriteStartObject("options");
         w.WriteNumber("threads", ctx.Threads);
         w.WriteNumber("durationSeconds", ctx.Duration.TotalSeconds);
@@ -146,6 +138,20 @@ public static class Report
         foreach (string v in ctx.Violations) w.WriteStringValue(v);
         w.WriteEndArray();
         w.WriteString("finalReport", result.FinalReport);
+        w.WriteEndObject();
+    }
+
+    /// <summary>The "machine" object of a JSON report: processor, count, architecture, OS, runtime, hand-over form.</summary>
+    public static void WriteMachine(Utf8JsonWriter w)
+    {
+        w.WriteStartObject("machine");
+        w.WriteString("processor", ProcessorName());
+        w.WriteNumber("processorCount", Environment.ProcessorCount);
+        w.WriteString("architecture", RuntimeInformation.ProcessArchitecture.ToString());
+        w.WriteString("os", RuntimeInformation.OSDescription);
+        w.WriteString("dotnet", RuntimeInformation.FrameworkDescription);
+        w.WriteString("handOver", ProcessBarrier.HandOver.ToString());
+        w.WriteString("processBarrier", ProcessBarrier.Kind.ToString());
         w.WriteEndObject();
     }
 

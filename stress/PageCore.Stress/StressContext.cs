@@ -100,6 +100,18 @@ public sealed class StressContext
     /// </summary>
     public Action<string, int>? BeforeCheckIn { get; init; }
 
+    /// <summary>
+    /// Fixed work per thread (<c>scale</c>): when above 0, the run ends as by <see cref="StopNow"/> once every worker
+    /// recorded this many operations and every background thread <see cref="BackgroundOperations"/>;
+    /// <see cref="Duration"/> still caps it. Workers that finish first keep going until then, so that every thread of the
+    /// run is loaded for its whole length.
+    /// </summary>
+    public long OperationsPerThread { get; init; }
+
+    /// <summary>With <see cref="OperationsPerThread"/>: what each background thread (walker, reader) must have recorded
+    /// before the run may end (the scenario's minimum, so that the run counts).</summary>
+    public long BackgroundOperations { get; init; }
+
     /// <summary>Time since the context was created (set-up included); see <see cref="Elapsed"/> for the run's own clock.</summary>
     public Stopwatch Clock { get; }
 
