@@ -14,7 +14,7 @@ namespace PageCore.Benchmarks;
 /// Contention is counted from <see cref="PageArena.Statistics"/> in one more two-thread run per case, on an arena that
 /// collects statistics (the timed one does not): CAS retries, handshake rollbacks and reservation steals per operation.
 /// </summary>
-public static class MulticoreInterleaved
+public static partial class MulticoreInterleaved
 {
     private const int Pad = 32; // longs: 256 bytes between two threads' private counters
 
@@ -36,6 +36,9 @@ public static class MulticoreInterleaved
         using var two = new WorkerGang(2);
         long[] counters = new long[4 * Pad];
         var ring = new SpscRing(1024);
+        string pinned = Environment.ProcessorCount >= 2 && OperatingSystem.IsLinux()
+            ? (Pin(two) ? "threads pinned to CPUs 0 and 1" : "pinning failed: threads unpinned")
+            : "threads unpinned";
         List<Case> cases = Cases(arena, counters, ring);
         List<Case> countedCases = Cases(counted, counters, ring);
         Case crossBaseline = cases[^2], cross = cases[^1];
@@ -87,7 +90,7 @@ public static class MulticoreInterleaved
         }
 
         PrintMachine();
-        Console.WriteLine($"Shared allocator, one thread against two: {rounds} interleaved rounds, {opsPerThread:N0} operations per thread per run, ns per operation per thread");
+        Console.WriteLine($"Shared allocator, one thread against two: {rounds} interleaved rounds, {opsPerThread:N0} operations per thread per run, ns per operation per thread; {pinned}");
         Console.WriteLine();
         Console.WriteLine("| group | case | 1 thread median (min) | 2 threads median (min) | 2T / 1T, median of rounds | contention per op, 2T |");
         Console.WriteLine("|---|---|--:|--:|--:|--:|");
@@ -136,6 +139,35 @@ public static class MulticoreInterleaved
         cases.Add(new("cross-thread", "order 0 allocated on A, freed on B", (t, n) => RingFree(arena, ring, t, n), TwoOnly: true));
         return cases;
     }
+
+    /// <summary>
+    /// Pins the gang's threads to CPUs 0, 1, ... (the caller, thread 0 of both gangs, to CPU 0), so that neither run
+    /// loses time to the scheduler moving its threads; Linux only.
+    /// </summary>
+    private static bool Pin(WorkerGang gang)
+    {
+        int failed = 0;
+        gang.Run(t =>
+        {
+            if (!PinCurrentThread(t))
+            {
+                Interlocked.Increment(ref failed);
+            }
+        });
+        return failed == 0;
+    }
+
+    private static unsafe bool PinCurrentThread(int cpu)
+    {
+        const int MaskBytes = 128; // 1024 CPUs
+        byte* mask = stackalloc byte[MaskBytes];
+        new Span<byte>(mask, MaskBytes).Clear();
+        mask[cpu / 8] = (byte)(1 << (cpu % 8));
+        return SchedSetAffinity(0, MaskBytes, mask) == 0;
+    }
+
+    [DllImport("libc", EntryPoint = "sched_setaffinity")]
+    private static extern unsafe int SchedSetAffinity(int pid, nuint size, byte* mask);
 
     private static double Time(WorkerGang gang, Action<int, int> work, int opsPerThread)
     {
