@@ -11,7 +11,8 @@ namespace PageCore.Benchmarks;
 /// rejected or failed, or when nothing ran. With <c>--results DIR</c> it copies the GitHub-markdown reports to DIR.
 /// <c>--native-interleaved [rounds]</c> runs <see cref="InterleavedNative"/> instead of BenchmarkDotNet;
 /// <c>--hash-reads-interleaved [rounds]</c> runs <see cref="HashReadBenchmarks.RunInterleaved"/>;
-/// <c>--multicore-interleaved [rounds]</c> runs <see cref="MulticoreInterleaved"/>.
+/// <c>--multicore-interleaved [rounds]</c> runs <see cref="MulticoreInterleaved"/>; <c>--fragmentation ...</c> runs
+/// <see cref="Fragmentation"/>.
 /// </summary>
 public static class Program
 {
@@ -22,6 +23,11 @@ public static class Program
         if (hashReads >= 0)
         {
             return HashReadBenchmarks.RunInterleaved(hashReads + 1 < args.Length && int.TryParse(args[hashReads + 1], out int n) ? n : 30);
+        }
+
+        if (args.Contains("--fragmentation"))
+        {
+            return Fragmentation.Run(args);
         }
 
         int multicore = Array.IndexOf(args, "--multicore-interleaved");
