@@ -12,7 +12,7 @@ namespace PageCore.Benchmarks;
 /// <c>--native-interleaved [rounds]</c> runs <see cref="InterleavedNative"/> instead of BenchmarkDotNet;
 /// <c>--hash-reads-interleaved [rounds]</c> runs <see cref="HashReadBenchmarks.RunInterleaved"/>;
 /// <c>--multicore-interleaved [rounds]</c> runs <see cref="MulticoreInterleaved"/>; <c>--fragmentation ...</c> runs
-/// <see cref="Fragmentation"/>.
+/// <see cref="Fragmentation"/>; <c>--headline [rounds]</c> runs <see cref="HeadlineInterleaved"/>.
 /// </summary>
 public static class Program
 {
@@ -23,6 +23,19 @@ public static class Program
         if (hashReads >= 0)
         {
             return HashReadBenchmarks.RunInterleaved(hashReads + 1 < args.Length && int.TryParse(args[hashReads + 1], out int n) ? n : 30);
+        }
+
+        int headline = Array.IndexOf(args, "--headline");
+        if (headline >= 0)
+        {
+            int rounds = 15;
+            if (headline + 1 < args.Length && !int.TryParse(args[headline + 1], out rounds))
+            {
+                Console.Error.WriteLine($"pagecore-bench: --headline takes a round count, not '{args[headline + 1]}'.");
+                return 64;
+            }
+
+            return HeadlineInterleaved.Run(rounds);
         }
 
         if (args.Contains("--fragmentation"))
