@@ -194,7 +194,7 @@ internal sealed unsafe partial class FrameAllocator
         }
 
         int pass = (visited - 1) / _chunkCount;
-        int c = (visited - 1) % _chunkCount;
+        int c = DenseChunk(firstChunk, visited);
         if (c == firstChunk)
         {
             return -1;
@@ -219,9 +219,14 @@ internal sealed unsafe partial class FrameAllocator
     private int ScanStep(int firstChunk, int visited, int slot)
     {
         bool theirs = visited >= ScanLength;
-        int c = DenseOrder(firstChunk, theirs ? visited - ScanLength : visited);
-        return c >= 0 && ReservedByOther(c, slot) == theirs ? c : -1;
+        int step = theirs ? visited - ScanLength : visited;
+
+        // The reservation first: one int, where the dense order's tests read the chunk's bitfield line.
+        return ReservedByOther(DenseChunk(firstChunk, step), slot) == theirs ? DenseOrder(firstChunk, step) : -1;
     }
+
+    /// <summary>The chunk that step <paramref name="visited"/> of <see cref="DenseOrder"/> looks at, taken or not.</summary>
+    private int DenseChunk(int firstChunk, int visited) => visited == 0 ? firstChunk : (visited - 1) % _chunkCount;
 
     /// <summary>Counts an allocation that found room only in another thread's reserved chunk (scan step <paramref name="visited"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

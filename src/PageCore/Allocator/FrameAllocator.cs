@@ -319,7 +319,11 @@ internal sealed unsafe partial class FrameAllocator : IDisposable
     {
         if (Interlocked.CompareExchange(ref _status[chunk], claim, Normal) != Normal)
         {
-            _counters?.Add(ArenaCounter.AllocCasRetries);
+            if (claim == Huge)
+            {
+                _counters?.Add(ArenaCounter.AllocCasRetries); // an allocation lost this chunk to another thread
+            }
+
             return false;
         }
 
