@@ -28,11 +28,12 @@ public static class HeadlineInterleaved
         }
 
         using PageArena arena = PageArena.Create(new PageArenaOptions { Pages = 1 << 16 });
+        using PageArena uncached = PageArena.Create(new PageArenaOptions { Pages = 1 << 16, PerCpuCaches = false });
         using PagePool pagePool = arena.CreatePagePool();
         using var memoryPool = new PageMemoryPool(arena);
         var fields = new long[64];
-        var epochs = new EpochDomain();
-        var asymmetric = new EpochDomain(asymmetricAnnounce: true);
+        using var epochs = new EpochDomain();
+        using var asymmetric = new EpochDomain(asymmetricAnnounce: true);
         var index = new PageCacheIndex(arena, epochs, buckets: 4096);
         var indexAsymmetric = new PageCacheIndex(arena, asymmetric, buckets: 4096);
         var dictionary = new ConcurrentDictionary<ulong, Counted>();
@@ -54,7 +55,7 @@ public static class HeadlineInterleaved
         {
             ("order-0 alloc+free, thread caches (AllocPages/FreePages)", n => ThreadCache(arena, n), "ArrayPool<byte>.Shared Rent+Return 4 KiB", ArrayPoolLoop),
             ("order-0 alloc+free, PagePool", n => Pool(pagePool, n), "ArrayPool<byte>.Shared Rent+Return 4 KiB", ArrayPoolLoop),
-            ("order-0 alloc+free, caches off", n => Uncached(arenaUncached.Value, n), "ArrayPool<byte>.Shared Rent+Return 4 KiB", ArrayPoolLoop),
+            ("order-0 alloc+free, caches off", n => Uncached(uncached, n), "ArrayPool<byte>.Shared Rent+Return 4 KiB", ArrayPoolLoop),
             ("PageMemoryPool Rent(4096)+Dispose", n => MemoryPoolLoop(memoryPool, n), "MemoryPool<byte>.Shared Rent(4096)+Dispose", n => MemoryPoolLoop(MemoryPool<byte>.Shared, n)),
             ("TryGetPageUnlessZero+PutPage", n => SpeculativeGet(arena, held, n), "CAS add-unless-zero + Interlocked.Decrement", n => CasPair(fields, n)),
             ("PageCacheIndex.TryGet hit + PutPage", n => Lookup(arena, index, n), "ConcurrentDictionary.TryGetValue + Interlocked inc/dec of the value's count", n => DictionaryLookup(dictionary, n)),
@@ -120,15 +121,8 @@ public static class HeadlineInterleaved
         epochs.Barrier();
         asymmetric.Barrier();
         arena.FreePages(held, 0);
-        if (arenaUncached.IsValueCreated)
-        {
-            arenaUncached.Value.Dispose();
-        }
-
         return 0;
     }
-
-    private static readonly Lazy<PageArena> arenaUncached = new(() => PageArena.Create(new PageArenaOptions { Pages = 1 << 16, PerCpuCaches = false }));
 
     private static double Time(Func<int, long> run, int n)
     {
