@@ -39,11 +39,11 @@ public sealed class PoolAllocationTests(ITestOutputHelper output)
 
     /// <summary>
     /// Kestrel's pattern: one thread rents and writes (the response writer), another disposes (the socket sender, after
-    /// the send). Neither thread allocates in the measured part. The blocks go over a single-producer ring that itself
+    /// the send). Neither thread allocates per rent in the measured part. The blocks go over a single-producer ring that itself
     /// allocates nothing; every wait on it has a deadline.
     /// </summary>
     [Fact(Timeout = 60_000)]
-    public async Task RentOnOneThreadDisposeOnAnotherAllocatesNothing()
+    public async Task RentOnOneThreadDisposeOnAnotherAllocatesNothingPerRent()
     {
         await Task.Yield();
         using ArenaLease lease = TestSupport.Lease(pages: 8192, caches: true);
@@ -51,7 +51,7 @@ public sealed class PoolAllocationTests(ITestOutputHelper output)
         const int Warm = 20_000, Measured = 100_000, Total = Warm + Measured;
         var ring = new IMemoryOwner<byte>?[256];
         long produced = 0, consumed = 0; // ring indices: the renter writes produced, the disposer consumed
-        long renterBytes = -1, disposerBytes = -1;
+        long renterBytes = -1, disposerBytes = -1, ownersBefore = 0, ownersAfter = 0;
         DateTime deadline = DateTime.UtcNow + TimeSpan.FromSeconds(40);
         var renter = new Thread(() =>
         {
@@ -60,6 +60,7 @@ public sealed class PoolAllocationTests(ITestOutputHelper output)
             {
                 if (i == Warm)
                 {
+                    ownersBefore = pool.OwnersCreated;
                     before = GC.GetAllocatedBytesForCurrentThread();
                 }
 
@@ -82,6 +83,7 @@ public sealed class PoolAllocationTests(ITestOutputHelper output)
             }
 
             renterBytes = GC.GetAllocatedBytesForCurrentThread() - before;
+            ownersAfter = pool.OwnersCreated;
         }) { Name = "renter", IsBackground = true };
         var disposer = new Thread(() =>
         {
@@ -115,13 +117,23 @@ public sealed class PoolAllocationTests(ITestOutputHelper output)
         renter.Start();
         disposer.Start();
         TestSupport.JoinAll([renter, disposer], TimeSpan.FromSeconds(50));
-        output.WriteLine($"renter allocated {renterBytes} bytes, disposer {disposerBytes} bytes over {Measured} blocks; owners created {pool.OwnersCreated}, fallbacks {pool.FallbackRents}");
+        long newOwners = ownersAfter - ownersBefore;
+        output.WriteLine($"renter allocated {renterBytes} bytes, disposer {disposerBytes} bytes over {Measured} blocks; owners created {pool.OwnersCreated}, {newOwners} of them in the measured part; fallbacks {pool.FallbackRents}");
         Assert.True(renterBytes >= 0 && disposerBytes >= 0, "the run did not reach its end before the deadline");
-        Assert.Equal(0, renterBytes);
+
+        // Blocks cross from the disposer's magazine to the renter's through the depots, so the renter can meet a block
+        // head it never rented before even after the warm-up (more likely on a loaded machine): the pool then makes
+        // that head's pair of owners, once (counted as two in OwnersCreated). That is the only allocation allowed, and
+        // nothing per rent.
+        Assert.True(renterBytes <= newOwners * MaxOwnerBytes, $"the renter allocated {renterBytes} bytes, more than the {newOwners} owners it created account for");
         Assert.Equal(0, disposerBytes);
         Assert.Equal(0, pool.FallbackRents);
         TestSupport.AssertFullyFreeAndCoalesced(lease.Arena);
     }
+
+    /// <summary>A generous bound on what one owner object costs when the pool makes it (a head's pair counts two), far
+    /// below what a per-rent allocation over 100,000 rents would add.</summary>
+    private const long MaxOwnerBytes = 256;
 
     private static long Cycle(PageMemoryPool pool, IMemoryOwner<byte>[] held)
     {

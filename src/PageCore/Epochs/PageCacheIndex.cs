@@ -18,6 +18,10 @@ namespace PageCore;
 /// updates. Lookups never take it. Each bucket is a chain of immutable nodes whose head is replaced by CAS
 /// (copy-on-write of the chain up to the changed node), so a lookup sees either the old chain or the new one. Retired
 /// nodes go back to a pool through the epoch domain, after a grace period, so a lookup never reads a reused node.</para>
+/// <para><b>Without an epoch domain</b> (<see cref="PageCacheIndex(PageArena, int)"/>) retired nodes are never reused:
+/// the garbage collector frees a node once no lookup can reach it, which is the grace period, kept by the runtime. A
+/// lookup then enters no section and announces nothing: its cost is the two slot loads, the get and the put. Every
+/// update allocates its fresh nodes instead of renting them, which is the price.</para>
 /// <para><b>Split</b> (<see cref="SplitFolio"/>): the folio is frozen at the index's and the caller's references; each
 /// new piece is unfrozen and stored in its slots, and the old head is unfrozen last, so lookups of keys that still
 /// name the old folio keep failing and retrying until their slot names the right piece.</para>
@@ -27,7 +31,7 @@ public sealed class PageCacheIndex
     private static long s_nextMapping;
 
     private readonly PageArena _arena;
-    private readonly EpochDomain _epochs;
+    private readonly EpochDomain? _epochs; // null: nodes are reclaimed by the garbage collector, never reused
     private readonly Node?[] _buckets;
     private readonly int _mask;
     private readonly ConcurrentBag<Node> _pool = [];
@@ -35,14 +39,30 @@ public sealed class PageCacheIndex
     private readonly object _updates = new(); // a Monitor, so that contention shows in Monitor.LockContentionCount
     private long _count;
 
+    /// <summary>
+    /// Creates an empty index over <paramref name="arena"/>'s folios whose retired nodes the garbage collector reclaims:
+    /// lookups enter no epoch section (see the remarks).
+    /// </summary>
+    /// <param name="arena">The arena the folios come from.</param>
+    /// <param name="buckets">Hash buckets, a power of two (default 65536).</param>
+    public PageCacheIndex(PageArena arena, int buckets = 1 << 16)
+        : this(arena, null, buckets, collectorReclaimed: true)
+    {
+    }
+
     /// <summary>Creates an empty index over <paramref name="arena"/>'s folios, reclaiming through <paramref name="epochs"/>.</summary>
     /// <param name="arena">The arena the folios come from.</param>
     /// <param name="epochs">The epoch domain lookups enter and retired nodes wait in.</param>
     /// <param name="buckets">Hash buckets, a power of two (default 65536).</param>
     public PageCacheIndex(PageArena arena, EpochDomain epochs, int buckets = 1 << 16)
+        : this(arena, epochs ?? throw new ArgumentNullException(nameof(epochs)), buckets, collectorReclaimed: false)
+    {
+    }
+
+    private PageCacheIndex(PageArena arena, EpochDomain? epochs, int buckets, bool collectorReclaimed)
     {
         ArgumentNullException.ThrowIfNull(arena);
-        ArgumentNullException.ThrowIfNull(epochs);
+        System.Diagnostics.Debug.Assert(collectorReclaimed == epochs is null, "the collector reclaims exactly when there is no domain");
         if (buckets < 1 || (buckets & (buckets - 1)) != 0)
         {
             throw new ArgumentOutOfRangeException(nameof(buckets), buckets, "The bucket count must be a power of two.");
@@ -63,6 +83,12 @@ public sealed class PageCacheIndex
     /// </summary>
     internal Action<ulong>? TraversalHook { get; set; }
 
+    /// <summary>
+    /// Legacy form, for tests only: with no epoch domain, retired nodes go back to the pool at once, as an index that pools
+    /// its nodes with no grace period at all would do. A lookup still walking a retired node then reads it reused.
+    /// </summary>
+    internal bool LegacyRecycleAtOnce { get; init; }
+
     /// <summary>The value stored in every cached folio's descriptor as its mapping (<c>folio->mapping</c>).</summary>
     public ulong MappingId { get; }
 
@@ -77,45 +103,59 @@ public sealed class PageCacheIndex
     /// <returns>False when no folio holds the key right now.</returns>
     public bool TryGet(ulong key, out Pfn folio)
     {
+        if (_epochs is null)
+        {
+            return TryGetReferenced(key, out folio); // the collector keeps every node a lookup can reach alive
+        }
+
         using (_epochs.Enter())
         {
-            for (int attempt = 0; ; attempt++)
+            return TryGetReferenced(key, out folio);
+        }
+    }
+
+    /// <summary>
+    /// The lookup proper: load the slot, get the folio unless its count is zero, reload the slot. The caller keeps the
+    /// nodes alive meanwhile (an epoch section, or the garbage collector).
+    /// </summary>
+    private bool TryGetReferenced(ulong key, out Pfn folio)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            Node? node = Find(key);
+            if (node is null)
             {
-                Node? node = Find(key);
-                if (node is null)
+                folio = default;
+                return false;
+            }
+
+            var pfn = new Pfn(node.Pfn);
+            if (_arena.TryGetPageUnlessZero(pfn))
+            {
+                // xas_reload: still the folio for this key? (It may have been removed, replaced, split, or freed
+                // and reused between the load and the get.)
+                if (ReferenceEquals(Find(key), node))
                 {
-                    folio = default;
-                    return false;
+                    folio = pfn;
+                    return true;
                 }
 
-                var pfn = new Pfn(node.Pfn);
-                if (_arena.TryGetPageUnlessZero(pfn))
+                _arena.PutPage(pfn);
+            }
+            else if (ReferenceEquals(Find(key), node))
+            {
+                // Frozen for a split (or about to be replaced): wait for the slot to change, as folio_try_get does.
+                // The index holds a reference on every folio it stores, so a count of 0 lasts only while a split
+                // runs; one that lasts seconds means that reference was dropped by a put too many.
+                Thread.SpinWait(attempt < 16 ? 8 << attempt % 8 : 64);
+                if (attempt > 100_000)
                 {
-                    // xas_reload: still the folio for this key? (It may have been removed, replaced, split, or freed
-                    // and reused between the load and the get.)
-                    if (ReferenceEquals(Find(key), node))
-                    {
-                        folio = pfn;
-                        return true;
-                    }
-
-                    _arena.PutPage(pfn);
+                    Thread.Yield();
                 }
-                else if (ReferenceEquals(Find(key), node))
-                {
-                    // Frozen for a split (or about to be replaced): wait for the slot to change, as folio_try_get does.
-                    // The index holds a reference on every folio it stores, so a count of 0 lasts only while a split
-                    // runs; one that lasts seconds means that reference was dropped by a put too many.
-                    Thread.SpinWait(attempt < 16 ? 8 << attempt % 8 : 64);
-                    if (attempt > 100_000)
-                    {
-                        Thread.Yield();
-                    }
 
-                    if (attempt > 20_000_000)
-                    {
-                        throw new PageBugException(pfn, "filemap_get_entry", $"the folio stored for key {key} stays at refcount 0: the index's own reference was dropped (a put too many)", _arena.DumpPage(pfn));
-                    }
+                if (attempt > 20_000_000)
+                {
+                    throw new PageBugException(pfn, "filemap_get_entry", $"the folio stored for key {key} stays at refcount 0: the index's own reference was dropped (a put too many)", _arena.DumpPage(pfn));
                 }
             }
         }
@@ -268,7 +308,7 @@ public sealed class PageCacheIndex
     /// the pool: the epochs reclaimed it while this lookup could still reach it.
     /// </summary>
     private static void ThrowRetired() =>
-        throw new InvalidOperationException("PageCore: a page-cache lookup reached an index node that was already recycled: the epoch domain reclaimed it while a lookup inside its section could still reach it.");
+        throw new InvalidOperationException("PageCore: a page-cache lookup reached an index node that was already recycled: the node was reclaimed while a lookup could still reach it (before its grace period ended).");
 
     /// <summary>A retired node, after its grace period: marked (no lookup may reach it any more), then pooled for reuse.</summary>
     private void Recycle(Node node)
@@ -347,10 +387,18 @@ public sealed class PageCacheIndex
 
             if (Interlocked.CompareExchange(ref bucket, copyHead, head) == head)
             {
-                _epochs.Defer(_recycle, target);
-                foreach (Node old in copies)
+                if (_epochs is not null) // else the collector frees them once no lookup can reach them
                 {
-                    _epochs.Defer(_recycle, old);
+                    _epochs.Defer(_recycle, target);
+                    foreach (Node old in copies)
+                    {
+                        _epochs.Defer(_recycle, old);
+                    }
+                }
+                else if (LegacyRecycleAtOnce)
+                {
+                    Recycle(target); // the legacy form: no grace period at all
+                    copies.ForEach(Recycle);
                 }
 
                 return true;
@@ -366,6 +414,7 @@ public sealed class PageCacheIndex
 
     private Node Rent(ulong key, uint pfn, Node? next)
     {
+        // The pool holds only nodes no lookup can reach: recycled after a grace period, or never published.
         if (!_pool.TryTake(out Node? node))
         {
             node = new Node();
