@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using PageCore.Buffers;
 
 namespace PageCore.Benchmarks;
@@ -36,6 +35,7 @@ public static class HeadlineInterleaved
         using var asymmetric = new EpochDomain(asymmetricAnnounce: true);
         var index = new PageCacheIndex(arena, epochs, buckets: 4096);
         var indexAsymmetric = new PageCacheIndex(arena, asymmetric, buckets: 4096);
+        var indexCollected = new PageCacheIndex(arena, buckets: 4096);
         var dictionary = new ConcurrentDictionary<ulong, Counted>();
         for (ulong k = 0; k < Keys; k++)
         {
@@ -45,6 +45,9 @@ public static class HeadlineInterleaved
             Pfn q = arena.AllocPages(0);
             indexAsymmetric.TryAdd(k, q);
             arena.PutPage(q);
+            Pfn r = arena.AllocPages(0);
+            indexCollected.TryAdd(k, r);
+            arena.PutPage(r);
             dictionary[k] = new Counted();
         }
 
@@ -60,6 +63,7 @@ public static class HeadlineInterleaved
             ("TryGetPageUnlessZero+PutPage", n => SpeculativeGet(arena, held, n), "CAS add-unless-zero + Interlocked.Decrement", n => CasPair(fields, n)),
             ("PageCacheIndex.TryGet hit + PutPage", n => Lookup(arena, index, n), "ConcurrentDictionary.TryGetValue + Interlocked inc/dec of the value's count", n => DictionaryLookup(dictionary, n)),
             ("PageCacheIndex.TryGet hit + PutPage, asymmetric epochs", n => Lookup(arena, indexAsymmetric, n), "ConcurrentDictionary.TryGetValue + Interlocked inc/dec of the value's count", n => DictionaryLookup(dictionary, n)),
+            ("PageCacheIndex.TryGet hit + PutPage, nodes reclaimed by the GC (no epoch)", n => Lookup(arena, indexCollected, n), "ConcurrentDictionary.TryGetValue + Interlocked inc/dec of the value's count", n => DictionaryLookup(dictionary, n)),
         };
 
         // Past tiering for each method: OSR, instrumented code, then Tier1 after 30 calls. Call counting starts only once
@@ -101,7 +105,7 @@ public static class HeadlineInterleaved
             UncachedElsewhere(arena);
         }
 
-        Console.WriteLine($"Machine: {Machine()}");
+        Console.WriteLine($"Machine: {Interleaving.Machine()}");
         Console.WriteLine($"Headline figures: {rounds} interleaved rounds of {opsPerRun:N0} operations per side, one thread, ns per operation; ratio: median of the per-round ratios (below 1: PageCore is faster)");
         Console.WriteLine();
         Console.WriteLine("| PageCore | ns median (min) | baseline, same run | ns median (min) | ratio |");
@@ -109,13 +113,14 @@ public static class HeadlineInterleaved
         for (int i = 0; i < pairs.Length; i++)
         {
             double[] ratios = own[i].Zip(baseline[i], (a, b) => a / b).ToArray();
-            Console.WriteLine($"| {pairs[i].Case} | {Median(own[i]):F2} ({own[i].Min():F2}) | {pairs[i].Baseline} | {Median(baseline[i]):F2} ({baseline[i].Min():F2}) | {Median(ratios):F2} |");
+            Console.WriteLine($"| {pairs[i].Case} | {Interleaving.Median(own[i]):F2} ({own[i].Min():F2}) | {pairs[i].Baseline} | {Interleaving.Median(baseline[i]):F2} ({baseline[i].Min():F2}) | {Interleaving.Median(ratios):F2} |");
         }
 
         for (ulong k = 0; k < Keys; k++)
         {
             index.TryRemove(k, out _);
             indexAsymmetric.TryRemove(k, out _);
+            indexCollected.TryRemove(k, out _);
         }
 
         epochs.Barrier();
@@ -279,22 +284,6 @@ public static class HeadlineInterleaved
         }
 
         return sum;
-    }
-
-    private static double Median(IReadOnlyList<double> values)
-    {
-        double[] sorted = [.. values.Order()];
-        int m = sorted.Length / 2;
-        return sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
-    }
-
-    /// <summary>The processor, CPU count, OS, architecture and runtime.</summary>
-    internal static string Machine()
-    {
-        string cpu = File.Exists("/proc/cpuinfo")
-            ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? RuntimeInformation.ProcessArchitecture.ToString()
-            : RuntimeInformation.ProcessArchitecture.ToString();
-        return $"{cpu}, {Environment.ProcessorCount} logical CPUs, {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.FrameworkDescription}";
     }
 
     /// <summary>A dictionary value with a reference count: the equal work of a page-cache hit's get and put.</summary>

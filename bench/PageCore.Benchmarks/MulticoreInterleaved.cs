@@ -103,7 +103,7 @@ public static partial class MulticoreInterleaved
             }
 
             double[] ratios = oneNs[i].Zip(twoNs[i], (a, b) => b / a).ToArray();
-            Console.WriteLine($"| {c.Group} | {c.Name} | {Median(oneNs[i]):F1} ({oneNs[i].Min():F1}) | {Median(twoNs[i]):F1} ({twoNs[i].Min():F1}) | {Median(ratios):F2} | {contention[i] / (2.0 * opsPerThread):F4} |");
+            Console.WriteLine($"| {c.Group} | {c.Name} | {Interleaving.Median(oneNs[i]):F1} ({oneNs[i].Min():F1}) | {Interleaving.Median(twoNs[i]):F1} ({twoNs[i].Min():F1}) | {Interleaving.Median(ratios):F2} | {contention[i] / (2.0 * opsPerThread):F4} |");
         }
 
         int b = cases.Count - 2, x = cases.Count - 1;
@@ -111,8 +111,8 @@ public static partial class MulticoreInterleaved
         Console.WriteLine();
         Console.WriteLine("| cross-thread (2 threads) | ns per item median (min) | ratio to the ring alone, median of rounds | contention per item |");
         Console.WriteLine("|---|--:|--:|--:|");
-        Console.WriteLine($"| {crossBaseline.Name} | {Median(twoNs[b]):F1} ({twoNs[b].Min():F1}) | 1.00 | |");
-        Console.WriteLine($"| {cross.Name} | {Median(twoNs[x]):F1} ({twoNs[x].Min():F1}) | {Median(crossRatios):F2} | {contention[x] / (double)opsPerThread:F4} |");
+        Console.WriteLine($"| {crossBaseline.Name} | {Interleaving.Median(twoNs[b]):F1} ({twoNs[b].Min():F1}) | 1.00 | |");
+        Console.WriteLine($"| {cross.Name} | {Interleaving.Median(twoNs[x]):F1} ({twoNs[x].Min():F1}) | {Interleaving.Median(crossRatios):F2} | {contention[x] / (double)opsPerThread:F4} |");
 
         foreach (PageArena a in new[] { arena, counted })
         {
@@ -238,19 +238,9 @@ public static partial class MulticoreInterleaved
         }
     }
 
-    private static double Median(IReadOnlyList<double> values)
-    {
-        double[] sorted = [.. values.Order()];
-        int m = sorted.Length / 2;
-        return sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
-    }
-
     private static void PrintMachine()
     {
-        string cpu = File.Exists("/proc/cpuinfo")
-            ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown CPU"
-            : "unknown CPU";
-        Console.WriteLine($"Machine: {cpu}, {Environment.ProcessorCount} logical CPUs, {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.FrameworkDescription}");
+        Console.WriteLine($"Machine: {Interleaving.Machine()}");
         if (Environment.ProcessorCount < 2)
         {
             Console.WriteLine("One CPU: two threads share it, and the 2T columns measure time-sharing, not scaling.");
