@@ -44,7 +44,7 @@ public static class ScenarioCatalog
             new AllocChurnScenario(), new PcpPingPongScenario(), new SpeculativeWalkerScenario(), new ExhaustionScenario(),
             new TailRefcountScenario(), new PageCacheLookupScenario(), new PtFragScenario(), new PteMapLockScenario(),
             new PgtableFreeScenario(), new HashBatchScenario(), new CachedContractScenario(), new PutAtZeroScenario(),
-            new EpochReclaimScenario(), new ReturnMemoryScenario(),
+            new EpochReclaimScenario(), new ReturnMemoryScenario(), new PageCacheCollectedScenario(),
         ];
 
     /// <summary>Finds a scenario by name (case-insensitive), or null.</summary>

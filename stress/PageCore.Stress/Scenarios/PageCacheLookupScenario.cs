@@ -13,7 +13,7 @@ namespace PageCore.Stress.Scenarios;
 /// </remarks>
 public sealed class PageCacheLookupScenario : IScenario
 {
-    private const ulong Keys = 1 << 14;
+    internal const ulong Keys = 1 << 14;
 
     /// <inheritdoc />
     public string Name => "pagecache-lookup";
@@ -102,7 +102,7 @@ public sealed class PageCacheLookupScenario : IScenario
         return Harness.Finish(ctx, Name, arena, elapsed);
     }
 
-    private static void Write(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int id)
+    internal static void Write(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int id)
     {
         var rng = new Random(ctx.Seed + id);
         // A writer's deferrals may start passes under the index's lock, which the reader that uses a window needs.
@@ -169,7 +169,7 @@ public sealed class PageCacheLookupScenario : IScenario
     /// <summary>The calling reader's recorder (the hook counts the windows it used there).</summary>
     [ThreadStatic] private static Recorder? t_recorder;
 
-    private static void Read(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int seed, CancellationToken stop)
+    internal static void Read(StressContext ctx, PageArena arena, PageCacheIndex cache, Recorder rec, int seed, CancellationToken stop)
     {
         var rng = new Random(seed);
         t_recorder = rec;
