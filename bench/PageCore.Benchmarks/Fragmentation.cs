@@ -202,9 +202,10 @@ public static class Fragmentation
         }
 
         arena.Drain();
-        if (arena.Verify() is { IsClean: false } report || arena.FreePageCount != arena.PageCount)
+        ArenaReport report = arena.Verify();
+        if (!report.IsClean || report.FreePages != arena.PageCount)
         {
-            throw new InvalidOperationException($"the arena is not whole after the replay: {arena.Verify()}");
+            throw new InvalidOperationException($"the arena is not whole after the replay: {report}");
         }
 
         return (failed, free, huge.Count);

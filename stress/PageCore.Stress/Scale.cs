@@ -85,8 +85,11 @@ public static class Scale
         w.WriteLine($"pagecore-stress scale {scenario.Name} --threads {string.Join(',', counts)} --ops-per-thread {opsPerThread} --rounds {rounds} --max-duration {maxDurationText} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}");
         w.WriteLine($"machine: {Report.Machine()}");
         w.WriteLine(Header);
+        StressContext Point(int threads, int seedOfRun, long ops) =>
+            new(threads, maxDuration, seedOfRun, pages, legacy: false, pin, TextWriter.Null) { OperationsPerThread = ops, BackgroundOperations = scenario.MinimumOperationsPerThread };
+
         // A warm-up at the first thread count, not reported: the JIT's tiers and the arena's first page faults.
-        Program.RunForm(scenario, new StressContext(counts[0], maxDuration, actualSeed, pages, legacy: false, pin, TextWriter.Null) { OperationsPerThread = Math.Max(1000, opsPerThread / 4), BackgroundOperations = scenario.MinimumOperationsPerThread });
+        Program.RunForm(scenario, Point(counts[0], actualSeed, Math.Max(1000, opsPerThread / 4)));
         // Rounds: every thread count once per round, the order reversed every other round, so that each point meets the
         // machine's slow and fast periods alike; the summary takes each figure's median over the rounds.
         var runs = counts.ToDictionary(t => t, _ => new List<ScalePoint>());
@@ -95,7 +98,7 @@ public static class Scale
         {
             foreach (int threads in round % 2 == 1 ? counts : counts.Reverse())
             {
-                var ctx = new StressContext(threads, maxDuration, actualSeed + round - 1, pages, legacy: false, pin, TextWriter.Null) { OperationsPerThread = opsPerThread, BackgroundOperations = scenario.MinimumOperationsPerThread };
+                StressContext ctx = Point(threads, actualSeed + round - 1, opsPerThread);
                 StressResult result = Program.RunForm(scenario, ctx);
                 double ceiling = Ceiling(Math.Max(1, ctx.Recorders.Count)); // as many threads as the point ran
                 ScalePoint point = ScalePoint.From(ctx, result, ceiling, scenario.MinimumOperationsPerThread);

@@ -67,17 +67,7 @@ internal sealed unsafe partial class FrameAllocator
     /// never overwrites another's reservation; losing that CAS only means the chunk stays the other thread's.</remarks>
     private void MoveReservation(int from, int to, int slot)
     {
-        if (from == to)
-        {
-            if (Volatile.Read(ref _reservedBy[to]) == 0)
-            {
-                Interlocked.CompareExchange(ref _reservedBy[to], slot, 0);
-            }
-
-            return;
-        }
-
-        if ((uint)from < (uint)_chunkCount && Volatile.Read(ref _reservedBy[from]) == slot)
+        if (from != to && (uint)from < (uint)_chunkCount && Volatile.Read(ref _reservedBy[from]) == slot)
         {
             Volatile.Write(ref _reservedBy[from], 0);
         }

@@ -46,7 +46,7 @@ public sealed class PageCacheIndex
     /// <param name="arena">The arena the folios come from.</param>
     /// <param name="buckets">Hash buckets, a power of two (default 65536).</param>
     public PageCacheIndex(PageArena arena, int buckets = 1 << 16)
-        : this(arena, null, buckets, collectorReclaimed: true)
+        : this(arena, buckets, epochs: null)
     {
     }
 
@@ -55,14 +55,14 @@ public sealed class PageCacheIndex
     /// <param name="epochs">The epoch domain lookups enter and retired nodes wait in.</param>
     /// <param name="buckets">Hash buckets, a power of two (default 65536).</param>
     public PageCacheIndex(PageArena arena, EpochDomain epochs, int buckets = 1 << 16)
-        : this(arena, epochs ?? throw new ArgumentNullException(nameof(epochs)), buckets, collectorReclaimed: false)
+        : this(arena, buckets, epochs ?? throw new ArgumentNullException(nameof(epochs)))
     {
     }
 
-    private PageCacheIndex(PageArena arena, EpochDomain? epochs, int buckets, bool collectorReclaimed)
+    /// <summary>Both public constructors: <paramref name="epochs"/> null means the collector reclaims the nodes.</summary>
+    private PageCacheIndex(PageArena arena, int buckets, EpochDomain? epochs)
     {
         ArgumentNullException.ThrowIfNull(arena);
-        System.Diagnostics.Debug.Assert(collectorReclaimed == epochs is null, "the collector reclaims exactly when there is no domain");
         if (buckets < 1 || (buckets & (buckets - 1)) != 0)
         {
             throw new ArgumentOutOfRangeException(nameof(buckets), buckets, "The bucket count must be a power of two.");
