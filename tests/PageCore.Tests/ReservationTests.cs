@@ -103,10 +103,11 @@ public sealed class ReservationTests(ITestOutputHelper output)
         threads.ForEach(t => t.Start());
         TestSupport.JoinAll(threads, TimeSpan.FromSeconds(20));
         output.WriteLine($"slots {slots[0]}, {slots[1]}: chunks {first[0]}, {first[1]}");
+        Assert.True(reused[0] && reused[1], "a thread did not get its own chunk back"); // whatever the slots
         if (alloc.HugeHomeOf(slots[0], 1) != alloc.HugeHomeOf(slots[1], 1))
         {
+            // Slots are the process's: two whose homes coincide (a difference of 8 here) start in one line by design.
             Assert.True(Math.Abs(first[0] - first[1]) >= 32, "the two threads' status words share 128 bytes");
-            Assert.True(reused[0] && reused[1]);
         }
 
         Assert.Equal(256 * FrameAllocator.ChunkPages, alloc.FreePages);
