@@ -12,7 +12,7 @@ namespace PageCore.Benchmarks;
 /// <c>--native-interleaved [rounds]</c> runs <see cref="InterleavedNative"/> instead of BenchmarkDotNet;
 /// <c>--hash-reads-interleaved [rounds]</c> runs <see cref="HashReadBenchmarks.RunInterleaved"/>;
 /// <c>--multicore-interleaved [rounds]</c> runs <see cref="MulticoreInterleaved"/>; <c>--fragmentation ...</c> runs
-/// <see cref="Fragmentation"/>; <c>--headline [rounds]</c> runs <see cref="HeadlineInterleaved"/>.
+/// <see cref="Fragmentation"/>; <c>--headline [rounds] [--keys N]</c> runs <see cref="HeadlineInterleaved"/>.
 /// </summary>
 public static class Program
 {
@@ -29,13 +29,22 @@ public static class Program
         if (headline >= 0)
         {
             int rounds = 15;
-            if (headline + 1 < args.Length && !int.TryParse(args[headline + 1], out rounds))
+            if (headline + 1 < args.Length && !args[headline + 1].StartsWith("--", StringComparison.Ordinal)
+                && !int.TryParse(args[headline + 1], out rounds))
             {
                 Console.Error.WriteLine($"pagecore-bench: --headline takes a round count, not '{args[headline + 1]}'.");
                 return 64;
             }
 
-            return HeadlineInterleaved.Run(rounds);
+            int keys = HeadlineInterleaved.DefaultKeys;
+            int keysAt = Array.IndexOf(args, "--keys");
+            if (keysAt >= 0 && (keysAt + 1 >= args.Length || !int.TryParse(args[keysAt + 1], out keys)))
+            {
+                Console.Error.WriteLine("pagecore-bench: --keys takes a power of two from 1 to 16384.");
+                return 64;
+            }
+
+            return HeadlineInterleaved.Run(rounds, keys);
         }
 
         if (args.Contains("--fragmentation"))
