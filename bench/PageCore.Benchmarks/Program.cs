@@ -98,12 +98,21 @@ public static class Program
             return 64;
         }
 
+        // --list (flat or tree) and --info only print: BenchmarkDotNet returns no summaries for them, which is success
+        // here, not "none ran".
+        bool printOnly = rest.Contains("--list") || rest.Contains("--info") || rest.Contains("--help") || rest.Contains("-h") || rest.Contains("--version");
+
         IConfig config = DefaultConfig.Instance
             .AddJob(Job.Default.WithWarmupCount(4).WithIterationCount(12).WithLaunchCount(1).AsDefault())
             .WithOption(ConfigOptions.JoinSummary, false);
 
         Summary[] summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run([.. rest], config).ToArray();
         int reports = summaries.Sum(s => s.Reports.Length);
+        if (printOnly && reports == 0)
+        {
+            return 0;
+        }
+
         bool failed = summaries.Length == 0 || reports == 0
             || summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success));
         if (resultsDir is not null)

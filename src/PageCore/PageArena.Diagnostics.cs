@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using PageCore.Allocator;
 using PageCore.Descriptors;
+using PageCore.Diagnostics;
 
 namespace PageCore;
 
@@ -37,7 +38,7 @@ public sealed unsafe partial class PageArena
         ThrowIfDisposed();
         const byte Unseen = 0, Free = 1, Cached = 2, Allocated = 3;
         long n = _pageCount;
-        byte[] owner = new byte[n];
+        var owner = new PageMarks(n); // Unseen, Free, Cached or Allocated per page
         var violations = new List<string>();
         long violationCount = 0;
         void Violation(string text)
@@ -257,9 +258,9 @@ public sealed unsafe partial class PageArena
         return new ArenaReport(n, _maxOrder, freePages, cachedPages, allocatedPages, allocatedBlocks, frozen, byOrder,
             violations, violationCount > violations.Count);
 
-        static bool AllFree(byte[] owner, long start, long length)
+        static bool AllFree(PageMarks owner, long start, long length)
         {
-            return owner.AsSpan((int)start, (int)length).IndexOfAnyExcept(Free) < 0;
+            return owner.All(start, length, Free);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Spectre.Console;
 
 namespace PageCore.Stress;
@@ -7,7 +8,10 @@ public static class Harness
 {
     /// <summary>
     /// Runs <paramref name="workers"/> until they return (they watch <see cref="StressContext.Deadline"/>), with
-    /// <paramref name="background"/> threads (walkers) running until the workers are done. Shows a live view on a
+    /// <paramref name="background"/> threads (walkers) running until the workers are done or the deadline has passed,
+    /// whichever comes first: a worker that is still finishing its last operations after the deadline does not share
+    /// the processors with walkers (with hundreds of threads on a few cores, spinning walkers kept workers from
+    /// finishing for minutes). Shows a live view on a
     /// terminal, one plain line per second otherwise. Returns the time from the start to the last worker's return.
     /// </summary>
     /// <remarks>
@@ -40,18 +44,18 @@ public static class Harness
         }
 
         foreach (Thread t in threads.Concat(helpers)) t.Start();
-        gate.Wait();
+        WaitForStart(ctx, gate, threads.Count + helpers.Count);
         if (ctx.OperationsPerThread > 0)
         {
-            WatchBudget(ctx, threads);
+            WatchBudget(ctx, threads, stop);
         }
         else if (ctx.Live)
         {
-            ShowLive(ctx, threads);
+            ShowLive(ctx, threads, stop);
         }
         else
         {
-            ShowPlain(ctx, threads);
+            ShowPlain(ctx, threads, stop);
         }
 
         foreach (Thread t in threads) t.Join();
@@ -60,6 +64,18 @@ public static class Harness
         foreach (Thread t in helpers) t.Join();
         foreach (string notice in ctx.Notices) ctx.Log.WriteLine($"note: {notice}");
         return elapsed;
+    }
+
+    /// <summary>
+    /// Waits at the start gate; when the threads take more than a second to check in (hundreds of threads on a few
+    /// cores), says so every second, so that a long start never looks like a hang.
+    /// </summary>
+    private static void WaitForStart(StressContext ctx, StartGate gate, int total)
+    {
+        while (!gate.Wait(TimeSpan.FromSeconds(1)))
+        {
+            ctx.Log.WriteLine($"[{ctx.Clock.Elapsed.TotalSeconds,5:F1}s] starting: {total - gate.Pending:N0} of {total:N0} threads running; the clock starts when all are");
+        }
     }
 
     /// <summary>
@@ -147,12 +163,13 @@ public static class Harness
     /// operations and every background thread <see cref="StressContext.BackgroundOperations"/>, looking every
     /// millisecond (the overshoot is what the threads do in that time).
     /// </summary>
-    private static void WatchBudget(StressContext ctx, List<Thread> threads)
+    private static void WatchBudget(StressContext ctx, List<Thread> threads, CancellationTokenSource stop)
     {
         IReadOnlyList<Recorder> recorders = ctx.Recorders; // every thread enlisted before the gate opened
         while (threads.Any(t => t.IsAlive))
         {
             threads.FirstOrDefault(t => t.IsAlive)?.Join(1);
+            StopBackgroundAfterDeadline(ctx, stop);
             if (recorders.All(r => r.Total >= (r.Background ? ctx.BackgroundOperations : ctx.OperationsPerThread)))
             {
                 ctx.StopNow();
@@ -160,14 +177,41 @@ public static class Harness
         }
     }
 
-    private static void ShowPlain(StressContext ctx, List<Thread> threads)
+    /// <summary>
+    /// Waits up to <paramref name="period"/> for the workers to end, looking every 20 ms whether the deadline has passed
+    /// (then the background threads are told to stop).
+    /// </summary>
+    private static void Tick(StressContext ctx, List<Thread> threads, TimeSpan period, CancellationTokenSource stop)
+    {
+        long end = Stopwatch.GetTimestamp() + (long)(period.TotalSeconds * Stopwatch.Frequency);
+        while (Stopwatch.GetTimestamp() < end)
+        {
+            StopBackgroundAfterDeadline(ctx, stop);
+            // FirstOrDefault: the last worker may end between a look at IsAlive and this look-up.
+            Thread? alive = threads.FirstOrDefault(t => t.IsAlive);
+            if (alive is null || alive.Join(TimeSpan.FromMilliseconds(20)) && !threads.Any(t => t.IsAlive))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Tells the background threads to stop once the deadline has passed (see <see cref="Run"/>).</summary>
+    private static void StopBackgroundAfterDeadline(StressContext ctx, CancellationTokenSource stop)
+    {
+        if (ctx.Started && !stop.IsCancellationRequested && DateTime.UtcNow >= ctx.Deadline)
+        {
+            stop.Cancel();
+        }
+    }
+
+    private static void ShowPlain(StressContext ctx, List<Thread> threads, CancellationTokenSource stop)
     {
         long[] previous = Totals(ctx);
         TimeSpan last = ctx.Elapsed;
         while (threads.Any(t => t.IsAlive))
         {
-            // FirstOrDefault: the last worker may end between the Any above and this look-up.
-            threads.FirstOrDefault(t => t.IsAlive)?.Join(TimeSpan.FromSeconds(1));
+            Tick(ctx, threads, TimeSpan.FromSeconds(1), stop);
             TimeSpan now = ctx.Elapsed;
             if (now - last < TimeSpan.FromSeconds(0.9))
             {
@@ -183,7 +227,7 @@ public static class Harness
         }
     }
 
-    private static void ShowLive(StressContext ctx, List<Thread> threads)
+    private static void ShowLive(StressContext ctx, List<Thread> threads, CancellationTokenSource stop)
     {
         var table = new Table().Border(TableBorder.Rounded).AddColumn("operation").AddColumn(new TableColumn("ops/s").RightAligned()).AddColumn(new TableColumn("total").RightAligned());
         foreach (OpKind op in ctx.Operations) table.AddRow(op.Name, "", "");
@@ -194,7 +238,7 @@ public static class Harness
             TimeSpan last = ctx.Elapsed;
             while (threads.Any(t => t.IsAlive))
             {
-                threads.FirstOrDefault(t => t.IsAlive)?.Join(TimeSpan.FromMilliseconds(500)); // see ShowPlain
+                Tick(ctx, threads, TimeSpan.FromMilliseconds(500), stop);
                 TimeSpan now = ctx.Elapsed;
                 long[] current = Totals(ctx);
                 double seconds = Math.Max(1e-3, (now - last).TotalSeconds);
@@ -210,6 +254,20 @@ public static class Harness
                 previous = current;
                 last = now;
             }
+
+            // The last frame stays on the screen: the whole run's rates, not those of its last half-second (which are
+            // 0 once the workers have ended).
+            TimeSpan elapsed = ctx.Elapsed;
+            long[] totals = Totals(ctx);
+            table.Columns[1].Header = new Text("ops/s (run)");
+            for (int i = 0; i < totals.Length; i++)
+            {
+                table.UpdateCell(i, 1, Report.Rate(totals[i] / Math.Max(1e-3, elapsed.TotalSeconds)));
+                table.UpdateCell(i, 2, totals[i].ToString("N0"));
+            }
+
+            table.Caption($"done: {elapsed.TotalSeconds:F1}s, violations: {(ctx.ViolationCount == 0 ? "[green]0[/]" : $"[red]{ctx.ViolationCount}[/]")}");
+            live.Refresh();
         });
     }
 }

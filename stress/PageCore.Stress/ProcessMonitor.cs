@@ -74,7 +74,7 @@ public static class ProcessMonitor
                 string? line = e.EventName switch
                 {
                     "CounterRateValuePublished" or "UpDownCounterRateValuePublished" =>
-                        $"{Name(e)} {e.PayloadByName("value")} (+{e.PayloadByName("rate")} in {refreshSeconds}s)",
+                        $"{Name(e)} {e.PayloadByName("value")} {Change(e.PayloadByName("rate") as string, refreshSeconds)}",
                     "GaugeValuePublished" => $"{Name(e)} {e.PayloadByName("lastValue")}",
                     "Error" or "MultipleSessionsNotSupportedError" or "TimeSeriesLimitReached" => $"monitor: {e.EventName} {e.PayloadByName("errorMessage")}",
                     _ => null,
@@ -115,6 +115,22 @@ public static class ProcessMonitor
         }
     }
 
+    /// <summary>
+    /// The change of a counter over one refresh period, signed: "(+12 in 1s)", "(-592 in 1s)" (an up-down counter that
+    /// went down), "(first sample)" when the runtime has no earlier value to compare with (an empty rate).
+    /// </summary>
+    public static string Change(string? rate, int refreshSeconds)
+    {
+        if (string.IsNullOrWhiteSpace(rate)
+            || !double.TryParse(rate, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double value))
+        {
+            return "(first sample)";
+        }
+
+        string number = value.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+        return value < 0 ? $"({number} in {refreshSeconds}s)" : $"(+{number} in {refreshSeconds}s)";
+    }
+
     private static string Name(TraceEvent e)
     {
         string tags = (string?)e.PayloadByName("tags") ?? "";
@@ -123,7 +139,7 @@ public static class ProcessMonitor
 
     /// <summary>
     /// From now on, the first <see cref="PageBugException"/> created in this process writes a dump of it into
-    /// <paramref name="directory"/> (through the diagnostics client, as <c>dotnet-dump</c> does) and prints its path.
+    /// <paramref name="directory"/> (see <see cref="WriteDump"/>) and prints its path.
     /// </summary>
     public static void DumpOnFirstBug(string directory, TextWriter output)
     {
@@ -139,13 +155,55 @@ public static class ProcessMonitor
             string path = Path.Combine(Path.GetFullPath(directory), $"pagecore-{Environment.ProcessId}-{DateTime.UtcNow:yyyyMMddHHmmss}.dmp");
             try
             {
-                new DiagnosticsClient(Environment.ProcessId).WriteDump(DumpType.Normal, path);
+                WriteDump(path);
                 output.WriteLine($"dump-on-bug: {bug.Operation}: {bug.Reason}; dump written to {path}");
             }
-            catch (Exception ex) when (ex is ServerErrorException or ServerNotAvailableException or IOException or UnsupportedCommandException)
+            catch (Exception ex) when (ex is ServerErrorException or ServerNotAvailableException or IOException or UnsupportedCommandException or InvalidOperationException or System.ComponentModel.Win32Exception)
             {
                 output.WriteLine($"dump-on-bug: {bug.Operation}: {bug.Reason}; the dump failed: {ex.Message}");
             }
         };
+    }
+
+    /// <summary>
+    /// Writes a dump of this process to <paramref name="path"/>. Where the runtime ships <c>createdump</c> (beside the
+    /// runtime's own files) it is started here with its output captured, so that its progress lines do not land in the
+    /// run's output (a dump requested through the diagnostics client starts the same tool with this process's stdout);
+    /// elsewhere the diagnostics client asks the runtime for it.
+    /// </summary>
+    private static void WriteDump(string path)
+    {
+        string tool = Path.Combine(System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory(), OperatingSystem.IsWindows() ? "createdump.exe" : "createdump");
+        if (!File.Exists(tool))
+        {
+            new DiagnosticsClient(Environment.ProcessId).WriteDump(DumpType.Normal, path);
+            return;
+        }
+
+        var start = new System.Diagnostics.ProcessStartInfo(tool)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string arg in new[] { "--normal", "-f", path, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using var process = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException($"{tool} did not start");
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            process.Kill();
+            throw new IOException($"{tool} did not finish within 2 minutes");
+        }
+
+        if (process.ExitCode != 0 || !File.Exists(path))
+        {
+            string said = (stderr.Result + stdout.Result).Trim().Split('\n').LastOrDefault() ?? "";
+            throw new IOException($"{tool} exited with {process.ExitCode}: {said}");
+        }
     }
 }

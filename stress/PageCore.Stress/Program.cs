@@ -7,7 +7,8 @@ namespace PageCore.Stress;
 /// <summary>
 /// <c>pagecore-stress</c>: runs PageCore's stress scenarios on real threads. Exit codes: 0 pass, 1 invariant violated,
 /// 2 inconclusive (a legacy form that was not caught in time, or a fixed form's run in which some thread did fewer
-/// operations than the minimum), 64 bad arguments.
+/// operations than the minimum), 64 bad arguments (an output path that cannot be written included, checked before the
+/// run), 71 set-up failure (the environment could not give the run what it needs).
 /// </summary>
 public static class Program
 {
@@ -23,6 +24,13 @@ public static class Program
     /// <summary>Exit code: bad arguments.</summary>
     public const int BadArguments = 64;
 
+    /// <summary>Exit code: the environment could not give the run what it needs (memory for the arena, a permission);
+    /// see <see cref="SetupFailedException"/>. Not a bug of PageCore.</summary>
+    public const int SetupFailed = 71;
+
+    /// <summary>The longest duration any command accepts.</summary>
+    public static readonly TimeSpan MaxDuration = TimeSpan.FromHours(24);
+
     /// <summary>Entry point.</summary>
     public static int Main(string[] args)
     {
@@ -31,7 +39,7 @@ public static class Program
         var legacyReclaim = new Option<bool>("--legacy-reclaim") { Description = "pgtable-free, pagecache-lookup, epoch-reclaim: the epoch domain reclaims with the historical (broken) algorithm; judged like --legacy." };
         var threads = new Option<int>("--threads") { Description = "Worker threads (default: 2 x processor count).", DefaultValueFactory = _ => 2 * Environment.ProcessorCount };
         var duration = new Option<string>("--duration") { Description = "How long to run: 500ms, 10s, 2m (default 10s).", DefaultValueFactory = _ => "10s" };
-        var seed = new Option<int?>("--seed") { Description = "Random seed (default: a random one, printed)." };
+        var seed = new Option<int?>("--seed") { Description = "Random seed (default: a random one, printed). It fixes every thread's own random choices (worker i's operations, each hook's yields and sleeps per thread name); it cannot fix how real threads interleave, so the pages a run meets and its timing differ between runs with one seed." };
         var pin = new Option<bool>("--pin") { Description = "Pin worker threads to CPUs round-robin (Linux sched_setaffinity)." };
         var json = new Option<string?>("--json") { Description = "Write the figures as JSON to this file." };
         var pages = new Option<long>("--arena-pages") { Description = "Pages in the arena (a multiple of 1024; default 65536 = 256 MiB).", DefaultValueFactory = _ => 65536 };
@@ -69,18 +77,70 @@ public static class Program
         {
             foreach (ParseError error in parsed.Errors)
             {
-                Console.Error.WriteLine($"pagecore-stress: {error.Message}");
+                Console.Error.WriteLine($"pagecore-stress: {Plain(error.Message)}");
             }
 
             Console.Error.WriteLine("See 'pagecore-stress --help'.");
             return BadArguments;
         }
 
-        return parsed.Invoke();
+        try
+        {
+            // Without the library's own handler, so that a set-up failure reaches the catch below rather than being
+            // printed as an unhandled exception with exit 1 (which means "invariant violated" here).
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (SetupFailedException setup)
+        {
+            Console.Error.WriteLine($"pagecore-stress: set-up failed: {setup.Cause}; {setup.Remedy}");
+            return SetupFailed;
+        }
     }
 
-    /// <summary>Parses 500ms, 10s, 2m, 1h, or a plain number of seconds.</summary>
-    public static bool TryParseDuration(string text, out TimeSpan duration)
+    /// <summary>
+    /// A parse error in words a user reads: "Cannot parse argument 'x' for option '--seed' as expected type
+    /// 'System.Nullable`1[System.Int32]'" becomes "--seed takes a whole number, not 'x'".
+    /// </summary>
+    internal static string Plain(string message)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'\.?$");
+        if (!m.Success)
+        {
+            return message;
+        }
+
+        string type = m.Groups[3].Value;
+        string what = type.Contains("Int32") || type.Contains("Int64") ? "a whole number"
+            : type.Contains("Double") ? "a number"
+            : type.Contains("Boolean") ? "true or false"
+            : $"a value of type {type}";
+        return $"{m.Groups[2].Value} takes {what}, not '{m.Groups[1].Value}'.";
+    }
+
+    /// <summary>Parses 500ms, 10s, 2m, 1h, or a plain number of seconds, up to <see cref="MaxDuration"/>.</summary>
+    public static bool TryParseDuration(string text, out TimeSpan duration) => DurationProblem(text, "the duration", out duration) is null;
+
+    /// <summary>
+    /// Parses a duration as <see cref="TryParseDuration"/> does; returns why <paramref name="text"/> is not one (in one
+    /// line naming <paramref name="what"/>), or null.
+    /// </summary>
+    public static string? DurationProblem(string text, string what, out TimeSpan duration)
+    {
+        if (!TryParseAnyDuration(text, out duration))
+        {
+            return $"{what} '{text}' is not a duration such as 500ms, 10s, 2m or 1h.";
+        }
+
+        if (duration > MaxDuration)
+        {
+            duration = default;
+            return $"{what} '{text}' is longer than the limit of 24h.";
+        }
+
+        return null;
+    }
+
+    private static bool TryParseAnyDuration(string text, out TimeSpan duration)
     {
         duration = default;
         text = text.Trim();
@@ -93,7 +153,7 @@ public static class Program
             _ => (text, 1.0),
         };
         if (!double.TryParse(number, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double value)
-            || value <= 0 || value * scale > 24 * 3600)
+            || value <= 0 || !double.IsFinite(value * scale) || value * scale > 1e9)
         {
             return false;
         }
@@ -112,9 +172,19 @@ public static class Program
     /// </summary>
     public static StressResult RunForm(IScenario scenario, StressContext ctx)
     {
+        SeededChance.Reset(ctx.Seed);
         try
         {
             return scenario.Run(ctx);
+        }
+        catch (Exception ex) when (ctx.Arena is null && ex is OutOfMemoryException or UnauthorizedAccessException)
+        {
+            // The arena was never built: the environment refused the memory (mmap, a pinned array) or a permission. Not
+            // a violation of anything; the command reports it as a set-up failure.
+            throw new SetupFailedException(
+                $"the arena of {ctx.ArenaPages:N0} pages ({Report.Bytes(ctx.ArenaPages * 4096)}) could not be created: {ex.Message.TrimEnd('.')}",
+                "lower --arena-pages, or give the process more memory (ulimit -v, the container's memory limit)",
+                ex);
         }
         catch (Exception ex)
         {
@@ -164,14 +234,32 @@ public static class Program
             return $"--threads must be between 1 and 1024 (got {threads}).";
         }
 
-        if (!TryParseDuration(durationText, out duration))
+        if (DurationProblem(durationText, "the duration", out duration) is { } problem)
         {
-            return $"the duration '{durationText}' is not a duration such as 500ms, 10s or 2m.";
+            return problem;
         }
 
+        return ArenaPagesProblem(pages);
+    }
+
+    /// <summary>
+    /// Whether an arena of <paramref name="pages"/> pages is a size the stress tool accepts: a multiple of 1024, at most
+    /// 2^31 pages, and no more memory (4 KiB per page and its 64-byte descriptor) than the machine makes available to
+    /// this process (the container's limit included). Returns the problem, or null.
+    /// </summary>
+    internal static string? ArenaPagesProblem(long pages)
+    {
         if (pages < 1024 || pages % 1024 != 0 || pages > (1L << 31))
         {
             return $"--arena-pages must be a multiple of 1024 between 1024 and 2^31 (got {pages}).";
+        }
+
+        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        const long BytesPerPage = 4096 + 64;
+        if (available > 0 && pages > available / BytesPerPage)
+        {
+            long most = available / BytesPerPage / 1024 * 1024;
+            return $"--arena-pages {pages} needs {Report.Bytes(pages * BytesPerPage)} (4 KiB pages and their 64-byte descriptors); this machine makes {Report.Bytes(available)} available: at most {most} pages here.";
         }
 
         return null;
@@ -190,9 +278,9 @@ public static class Program
 
     private static int MonitorCommand(int pid, string durationText)
     {
-        if (!TryParseDuration(durationText, out TimeSpan duration))
+        if (DurationProblem(durationText, "the duration", out TimeSpan duration) is { } problem)
         {
-            return Bad($"the duration '{durationText}' is not a duration such as 500ms, 10s or 2m.");
+            return Bad(problem);
         }
 
         if (!ProcessMonitor.Processes().Any(p => p.Pid == pid))
@@ -234,6 +322,13 @@ public static class Program
             return Bad($"--min-ops must be 0 or more (got {minOps}).");
         }
 
+        string? output = (jsonPath is null ? null : OutputPaths.CheckFile("--json", jsonPath))
+            ?? (dumpOnBug is null ? null : OutputPaths.CheckDirectory("--dump-on-bug", dumpOnBug));
+        if (output is not null)
+        {
+            return Bad(output);
+        }
+
         long minimum = minOps ?? scenario.MinimumOperationsPerThread;
         if (dumpOnBug is not null)
         {
@@ -260,7 +355,7 @@ public static class Program
             Outcome.Inconclusive when legacy || legacyReclaim => "INCONCLUSIVE: the legacy form was not caught in time (not a pass); run longer or with more threads",
             Outcome.Inconclusive => $"INCONCLUSIVE: {Verdict.IdleReason(ctx, minimum)}; the run showed nothing (not a pass)",
             Outcome.Pass => "PASS: every invariant held",
-            _ => $"FAIL: {result.Violations} invariant violations (replay with --seed {actualSeed})",
+            _ => $"FAIL: {result.Violations} invariant violations (rerun with --seed {actualSeed} for the same choices per thread; the interleaving will differ)",
         });
         return Verdict.ExitCode(outcome);
     }

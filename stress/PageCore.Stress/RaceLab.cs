@@ -36,6 +36,12 @@ public static class RaceLab
         return command;
     }
 
+    /// <summary>A span as 45s, 3m15s or 1h02m.</summary>
+    internal static string FormatSpan(TimeSpan span) =>
+        span.TotalHours >= 1 ? $"{(int)span.TotalHours}h{span.Minutes:00}m"
+        : span.TotalMinutes >= 1 ? $"{(int)span.TotalMinutes}m{span.Seconds:00}s"
+        : $"{Math.Ceiling(span.TotalSeconds):F0}s";
+
     /// <summary>Runs the lab and prints its table to <paramref name="w"/>; returns the exit code.</summary>
     public static int Run(string perScenarioText, string maxLegacyText, int legacyRuns, string? only, bool fixedOnly, int threads, int? seed, bool pin, long pages, long? minOps, TextWriter w)
     {
@@ -44,9 +50,9 @@ public static class RaceLab
             return Program.Bad(problem);
         }
 
-        if (!Program.TryParseDuration(maxLegacyText, out TimeSpan maxLegacy))
+        if (Program.DurationProblem(maxLegacyText, "--max-legacy", out TimeSpan maxLegacy) is { } legacyProblem)
         {
-            return Program.Bad($"--max-legacy '{maxLegacyText}' is not a duration such as 500ms, 5s or 2m.");
+            return Program.Bad(legacyProblem);
         }
 
         if (legacyRuns is < 1 or > 1000)
@@ -74,6 +80,9 @@ public static class RaceLab
         int actualSeed = seed ?? Random.Shared.Next();
         w.WriteLine($"pagecore-stress race-lab --duration-per-scenario {perScenarioText} --max-legacy {maxLegacyText} --legacy-runs {legacyRuns} --threads {threads} --seed {actualSeed} --arena-pages {pages}{(pin ? " --pin" : "")}{(minOps is { } m ? $" --min-ops {m}" : "")}{(fixedOnly ? " --fixed-only" : "")}");
         w.WriteLine($"machine: {Report.Machine()}");
+        int legacyForms = fixedOnly ? 0 : chosen.Length * legacyRuns;
+        int fixedForms = chosen.Select(e => e.Scenario).Distinct().Count();
+        w.WriteLine($"{legacyForms} legacy runs (each until caught, at most {maxLegacyText}) and {fixedForms} fixed forms ({perScenarioText} each): at most {FormatSpan(legacyForms * maxLegacy + fixedForms * duration)} plus set-up; a line per run as it ends");
         var rows = new List<string>();
         int exit = Program.Pass;
         var fixedRuns = new Dictionary<IScenario, (Outcome Outcome, long Ops, long Fewest, long Violations)>();
@@ -114,7 +123,8 @@ public static class RaceLab
                 Outcome outcome = Verdict.Judge(fixedCtx, fixedResult, minimum);
                 fixedRun = (outcome, fixedCtx.Recorders.Sum(r => r.Total), fixedCtx.Recorders.Count == 0 ? 0 : fixedCtx.Recorders.Min(r => r.Total), fixedResult.Violations);
                 fixedRuns[s] = fixedRun;
-                w.WriteLine($"  {s.Name} --seed {actualSeed}: {FixedText(outcome)}, {fixedRun.Ops:N0} operations ({fixedRun.Ops / Math.Max(0.001, fixedResult.Elapsed.TotalSeconds):N0}/s), fewest per thread {fixedRun.Fewest:N0}");
+                string capped = fixedCtx.ArenaPagesBuilt is > 0 and var built && built != pages ? $", arena capped at {built:N0} pages by the scenario" : "";
+                w.WriteLine($"  {s.Name} --seed {actualSeed}: {FixedText(outcome)}, {fixedRun.Ops:N0} operations ({fixedRun.Ops / Math.Max(0.001, fixedResult.Elapsed.TotalSeconds):N0}/s), fewest per thread {fixedRun.Fewest:N0}{capped}");
                 if (outcome == Outcome.Fail)
                 {
                     foreach (string v in fixedCtx.Violations.Take(5)) w.WriteLine($"    fixed form of {s.Name}: {v}");

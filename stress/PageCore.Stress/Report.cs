@@ -10,6 +10,21 @@ public static class Report
     public static string Rate(double perSecond) =>
         perSecond >= 1e6 ? $"{perSecond / 1e6:F2}M" : perSecond >= 1e3 ? $"{perSecond / 1e3:F1}k" : $"{perSecond:F0}";
 
+    /// <summary>A size in bytes with a binary suffix (KiB, MiB, GiB, TiB).</summary>
+    public static string Bytes(long bytes)
+    {
+        string[] units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        double value = bytes;
+        int unit = 0;
+        while (value >= 1024 && unit < units.Length - 1)
+        {
+            value /= 1024;
+            unit++;
+        }
+
+        return unit == 0 ? $"{bytes} bytes" : $"{value:F1} {units[unit]}";
+    }
+
     /// <summary>The processor's model name where the OS tells it (Linux), else the architecture.</summary>
     public static string ProcessorName()
     {
@@ -44,7 +59,7 @@ public static class Report
         IReadOnlyList<Recorder> recorders = ctx.Recorders;
         double seconds = Math.Max(1e-9, result.Elapsed.TotalSeconds);
         w.WriteLine();
-        w.WriteLine($"{result.Scenario}{(result.Legacy ? " (legacy form)" : "")}: {seconds:F1}s, {ctx.Threads} workers, seed {ctx.Seed}");
+        w.WriteLine($"{result.Scenario}{(result.Legacy ? " (legacy form)" : "")}: {seconds:F1}s, {ctx.Threads} workers, seed {ctx.Seed}, {ArenaText(ctx)}");
         long lockedOps = Enumerable.Range(0, ctx.Operations.Count).Where(i => ctx.Operations[i].TakesLock).Sum(i => recorders.Sum(r => r.CountOf(i)));
         w.WriteLine($"  {"operation",-20} {"ops",14} {"ops/s",9} {"CAS retry/op",12} {"slow path/op",12} {"lock wait/op",12} {"p50 ns",8} {"p99 ns",8} {"p99.9 ns",9} {"max ns",10}");
         for (int i = 0; i < ctx.Operations.Count; i++)
@@ -76,6 +91,12 @@ public static class Report
         w.WriteLine("    " + result.FinalReport.Replace(Environment.NewLine, Environment.NewLine + "    ").TrimEnd());
     }
 
+    /// <summary>The arena the run used, and the cap when the scenario built a smaller one than <c>--arena-pages</c> asked for.</summary>
+    internal static string ArenaText(StressContext ctx) =>
+        ctx.ArenaPagesBuilt == 0 ? "no arena built"
+        : ctx.ArenaPagesBuilt == ctx.ArenaPages ? $"arena {ctx.ArenaPagesBuilt:N0} pages"
+        : $"arena {ctx.ArenaPagesBuilt:N0} pages (the scenario's cap; --arena-pages asked for {ctx.ArenaPages:N0})";
+
     /// <summary>
     /// Writes the figures as JSON, with the machine, the options, the seed, the operations of every thread, the minimum
     /// each needed and the outcome.
@@ -94,7 +115,8 @@ public static class Report
         w.WriteNumber("threads", ctx.Threads);
         w.WriteNumber("durationSeconds", ctx.Duration.TotalSeconds);
         w.WriteNumber("seed", ctx.Seed);
-        w.WriteNumber("arenaPages", ctx.ArenaPages);
+        w.WriteNumber("arenaPages", ctx.ArenaPagesBuilt);
+        w.WriteNumber("arenaPagesRequested", ctx.ArenaPages);
         w.WriteBoolean("pin", ctx.Pin);
         w.WriteNumber("minimumOpsPerThread", minimum);
         w.WriteEndObject();

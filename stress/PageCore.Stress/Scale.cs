@@ -73,9 +73,9 @@ public static class Scale
             return Program.Bad($"--plot needs a file name ending in .svg or .png (got '{plotPath}').");
         }
 
-        foreach (string? path in new[] { jsonPath, plotPath })
+        foreach ((string option, string? path) in new[] { ("--json", jsonPath), ("--plot", plotPath) })
         {
-            if (path is not null && ScaleReport.CannotWrite(path) is { } why)
+            if (path is not null && OutputPaths.CheckFile(option, path) is { } why)
             {
                 return Program.Bad(why);
             }

@@ -82,30 +82,6 @@ public sealed record ScalePoint(
 /// <summary>The <c>scale</c> study's JSON and picture.</summary>
 public static class ScaleReport
 {
-    /// <summary>Why <paramref name="path"/> cannot be written (checked before the study runs), or null.</summary>
-    public static string? CannotWrite(string path)
-    {
-        try
-        {
-            string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-            if (dir is not null && !Directory.Exists(dir))
-            {
-                return $"the directory of '{path}' does not exist; create it first.";
-            }
-
-            if (Directory.Exists(path))
-            {
-                return $"'{path}' is a directory; give a file name.";
-            }
-        }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
-        {
-            return $"'{path}' is not a usable file name: {e.Message}";
-        }
-
-        return null;
-    }
-
     /// <summary>Writes the study: machine, options and every point with its operation types.</summary>
     public static void WriteJson(string path, string scenario, int[] threads, long opsPerThread, int rounds, TimeSpan maxDuration, int seed, long pages, bool pin, IReadOnlyList<ScalePoint> points, IReadOnlyDictionary<int, List<ScalePoint>> runs)
     {

@@ -8,7 +8,10 @@ namespace PageCore.Stress;
 /// </summary>
 internal sealed class StartGate : IDisposable
 {
-    private readonly ManualResetEventSlim _open = new(false);
+    // A kernel-style event, not a ManualResetEventSlim: Set wakes every waiter on its own wait object, where a slim
+    // event's waiters must each reacquire one shared lock on the way out of Monitor.Wait. With a thousand threads on two
+    // cores beside threads already spinning, that chain of reacquisitions took minutes before the last thread passed.
+    private readonly ManualResetEvent _open = new(false);
     private readonly Action _onOpen;
     private int _pending;
 
@@ -26,9 +29,9 @@ internal sealed class StartGate : IDisposable
     /// <summary>Checks the calling thread in, then waits until every thread has.</summary>
     /// <remarks>
     /// Interlocked.Decrement is a full fence and returns each count once, so exactly one thread sees zero and opens the
-    /// gate. That thread's stores in <c>onOpen</c> (the deadline) come before <see cref="ManualResetEventSlim.Set()"/>,
-    /// which publishes with a full fence; <see cref="ManualResetEventSlim.Wait()"/> returns only after it observed the
-    /// set state, which orders the waiter's later loads after those stores on any architecture.
+    /// gate. That thread's stores in <c>onOpen</c> (the deadline) come before <see cref="EventWaitHandle.Set()"/>, and a
+    /// wait on the event returns only after it observed the set state; the wait subsystem takes a lock on both sides,
+    /// which orders the waiter's later loads after those stores on any architecture.
     /// </remarks>
     public void CheckInAndWait()
     {
@@ -37,11 +40,15 @@ internal sealed class StartGate : IDisposable
             Open();
         }
 
-        _open.Wait();
+        _open.WaitOne();
     }
 
-    /// <summary>Waits until the gate is open (every thread checked in).</summary>
-    public void Wait() => _open.Wait();
+    /// <summary>Threads that have not checked in yet.</summary>
+    public int Pending => Math.Max(0, Volatile.Read(ref _pending));
+
+    /// <summary>Waits until the gate is open (every thread checked in), at most <paramref name="timeout"/>.</summary>
+    /// <returns>Whether the gate is open.</returns>
+    public bool Wait(TimeSpan timeout) => _open.WaitOne(timeout);
 
     /// <inheritdoc />
     public void Dispose() => _open.Dispose();

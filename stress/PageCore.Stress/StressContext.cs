@@ -26,6 +26,7 @@ public sealed class StressContext
     private readonly ConcurrentQueue<string> _violations = new();
     private readonly List<Recorder> _recorders = [];
     private long _violationCount;
+    private PageArena? _arena;
     private long _firstViolationTicks = -1;
 
     // The run's clock and deadline, both reset by Start when every thread of the run has checked in. Each is one 8-byte
@@ -131,8 +132,25 @@ public sealed class StressContext
     /// <summary>Whether every thread of the run checked in and the clock started.</summary>
     public bool Started => Volatile.Read(ref _started) != 0;
 
-    /// <summary>The arena under test, once the scenario built it.</summary>
-    public PageArena? Arena { get; set; }
+    /// <summary>The arena under test, once the scenario built it; setting it records <see cref="ArenaPagesBuilt"/>.</summary>
+    public PageArena? Arena
+    {
+        get => _arena;
+        set
+        {
+            _arena = value;
+            if (value is not null)
+            {
+                ArenaPagesBuilt = value.PageCount;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Pages in the arena the scenario built (0 until it built one): <see cref="ArenaPages"/>, or less where the scenario
+    /// caps the arena (a checked arena poisons and verifies every page, so several scenarios keep it small).
+    /// </summary>
+    public long ArenaPagesBuilt { get; private set; }
 
     /// <summary>The scenario's operation types.</summary>
     public IReadOnlyList<OpKind> Operations { get; private set; } = [];

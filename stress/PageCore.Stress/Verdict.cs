@@ -71,6 +71,24 @@ public static class Verdict
         }
 
         IReadOnlyList<Recorder> idle = BelowMinimum(ctx, minimum);
-        return $"{idle.Count} of {ctx.Recorders.Count} threads did fewer than {minimum:N0} operations ({string.Join(", ", idle.Select(r => $"{r.Name} {r.Total:N0}"))})";
+        string names = string.Join(", ", idle.Take(12).Select(r => $"{r.Name} {r.Total:N0}")) + (idle.Count > 12 ? $", and {idle.Count - 12:N0} more" : "");
+        return $"{idle.Count:N0} of {ctx.Recorders.Count:N0} threads did fewer than {minimum:N0} operations ({names}){CrowdHint(ctx)}";
+    }
+
+    /// <summary>
+    /// When the run had many threads per processor: how much processor time each thread had at most, and the remedy.
+    /// Empty otherwise.
+    /// </summary>
+    private static string CrowdHint(StressContext ctx)
+    {
+        int processors = Environment.ProcessorCount;
+        int threads = ctx.Recorders.Count;
+        if (threads <= 8 * processors)
+        {
+            return "";
+        }
+
+        double share = ctx.Duration.TotalMilliseconds * processors / threads;
+        return $"; {threads:N0} threads on {processors} processors had about {share:N0} ms of processor time each: run longer (--duration) or with fewer threads";
     }
 }

@@ -94,6 +94,7 @@ public sealed class MonitorTests(ITestOutputHelper output)
             output.WriteLine(printed.Length > 4000 ? printed[..4000] : printed);
             string line = printed.Split('\n').First(l => l.StartsWith("dump-on-bug:", StringComparison.Ordinal));
             Assert.Contains("dump written to ", line);
+            Assert.DoesNotContain("[createdump]", printed); // the dump tool's own progress lines stay out of the run's output
             string path = line[(line.IndexOf("dump written to ", StringComparison.Ordinal) + "dump written to ".Length)..].Trim();
             Assert.True(File.Exists(path), $"no dump at {path}");
             Assert.True(new FileInfo(path).Length > 1024 * 1024, "the dump is too small to be a process dump");

@@ -113,6 +113,22 @@ public sealed class StressStartTests(ITestOutputHelper output)
         Assert.Equal(Outcome.Caught, Verdict.Judge(ctx, result, minimum: 1));
     }
 
+    [Fact(Timeout = TimeoutMs)]
+    public async Task BackgroundThreadsStopAtTheDeadlineWhileAWorkerIsStillFinishing()
+    {
+        // With hundreds of threads on a few cores, workers that were still finishing after the deadline shared the
+        // processors with walkers spinning until the last worker ended: a 2 s run went on for minutes. The probe's worker
+        // 0 lingers a second after the deadline; the walker must have stopped before it returns.
+        int seed = TestSupport.Seed(output, "background stops at the deadline");
+        var ctx = new StressContext(2, Short, seed, 1024, legacy: false, pin: false, TextWriter.Null);
+        var probe = new ProbeScenario { LingerAfterDeadline = TimeSpan.FromSeconds(1) };
+        StressResult result = await Task.Run(() => Program.RunForm(probe, ctx));
+
+        Assert.Equal(0, result.Violations);
+        Assert.True(probe.WalkerStopped < probe.LingeringWorkerEnded, $"the walker stopped at {probe.WalkerStopped:O}, after the lingering worker ended at {probe.LingeringWorkerEnded:O}");
+        Assert.True(probe.WalkerStopped >= ctx.Deadline, $"the walker stopped at {probe.WalkerStopped:O}, before the deadline {ctx.Deadline:O}");
+    }
+
     /// <summary>
     /// A test-only scenario: workers allocate and free one page until the deadline, counting each; a background thread
     /// does the same until stopped. <see cref="IdleWorker"/> makes one worker return at once; <see cref="ViolationAfter"/>
@@ -125,6 +141,13 @@ public sealed class StressStartTests(ITestOutputHelper output)
         public int ViolationAfter { get; init; } = -1;
 
         public DateTime AfterViolation { get; private set; } = DateTime.MaxValue;
+
+        /// <summary>Worker 0 sleeps this long after its loop, past the deadline.</summary>
+        public TimeSpan LingerAfterDeadline { get; init; }
+
+        public DateTime WalkerStopped { get; private set; } = DateTime.MaxValue;
+
+        public DateTime LingeringWorkerEnded { get; private set; } = DateTime.MinValue;
 
         public string Name => "probe";
 
@@ -151,6 +174,8 @@ public sealed class StressStartTests(ITestOutputHelper output)
                     {
                         Step(arena, rec);
                     }
+
+                    WalkerStopped = DateTime.UtcNow;
                 }),
             };
             TimeSpan elapsed = Harness.Run(ctx, workers, walker);
@@ -183,6 +208,12 @@ public sealed class StressStartTests(ITestOutputHelper output)
                     ctx.Violation("planted violation");
                     AfterViolation = DateTime.UtcNow;
                 }
+            }
+
+            if (id == 0 && LingerAfterDeadline > TimeSpan.Zero)
+            {
+                Thread.Sleep(LingerAfterDeadline);
+                LingeringWorkerEnded = DateTime.UtcNow;
             }
         }
     }

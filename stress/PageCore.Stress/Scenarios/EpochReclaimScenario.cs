@@ -122,7 +122,7 @@ public sealed class EpochReclaimScenario : IScenario
                 Thread.Sleep(1);
             }
         }
-        else if (Random.Shared.Next(8) == 0)
+        else if (SeededChance.Next(8) == 0)
         {
             Thread.Yield(); // now and then between a peek and its dequeue, where two passes can swap items
         }
@@ -152,7 +152,7 @@ public sealed class EpochReclaimScenario : IScenario
     /// </summary>
     internal static void Widen(ReclaimWindow window)
     {
-        if (Random.Shared.Next(2) == 0)
+        if (SeededChance.Next(2) == 0)
         {
             Thread.Sleep(1); // a preemption: readers enter, load, and objects are unlinked meanwhile
         }

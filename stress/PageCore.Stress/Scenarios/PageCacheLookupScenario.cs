@@ -68,7 +68,7 @@ public sealed class PageCacheLookupScenario : IScenario
                 EpochReclaimScenario.StaleWindowUsed();
                 Thread.Sleep(6); // the lingering pass runs what was deferred, this node included, meanwhile
             }
-            else if (Random.Shared.Next(8192) == 0)
+            else if (SeededChance.Next(8192) == 0)
             {
                 Thread.Sleep(1);
             }

@@ -57,7 +57,7 @@ public sealed class PutAtZeroScenario : IScenario
         var rounds = new Round[pairs];
         for (int i = 0; i < pairs; i++)
         {
-            rounds[i] = new Round();
+            rounds[i] = new Round { Number = i };
         }
 
         var workers = new List<(string, Action<Recorder>)>();
@@ -78,7 +78,7 @@ public sealed class PutAtZeroScenario : IScenario
 
     private static void Own(StressContext ctx, PageArena arena, Round round, Recorder rec)
     {
-        var rng = new Random(ctx.Seed ^ round.GetHashCode());
+        var rng = new Random(ctx.Seed + round.Number); // the pair's own stream: the same for the same --seed
         Pfn page = arena.AllocPages(0);
         arena.GetPages(page, References - 1);
         Volatile.Write(ref round.Page, page.Value + 1L);
@@ -264,6 +264,7 @@ public sealed class PutAtZeroScenario : IScenario
     /// <summary>One owner/stale-holder pair's handshake (not a hot path: the pair exchanges one round at a time).</summary>
     private sealed class Round
     {
+        public int Number;
         public long Page;
         public long Open;
         public long Attempting;
