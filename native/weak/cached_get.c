@@ -2,9 +2,10 @@
  *
  * Mirrors src/PageCore/PageArena.Refs.cs TryGetPageUnlessZero (TryGetFromOne / TryGetUnlessZeroFrom, then
  * IsAllocatedAfterGet: an acquire load of the flags after the add, and UndoSpeculativeGet -> PutFrom), PutPage, and
- * src/PageCore/PageArena.cs FreeVia's cached fast path (a plain flag test, an acquire load of the count == 1, a plain
- * store of Cached, the push), FreeUncached (PutTestZero), and a cache giving the block back (ReleaseCachedToCore:
- * TryPutLast, else ReleaseCachedShared: a plain |= Released, then PutTestZero(guess 2); FreeReleasedCached).
+ * src/PageCore/PageArena.Free.cs FreeVia's cached fast path (a plain flag test, an acquire load of the count == 1, a
+ * plain store of Cached, the push), FreeUncached (PutTestZero), and a cache giving the block back
+ * (src/PageCore/PageArena.Caches.cs ReleaseCachedToCore: TryPutLast, else ReleaseCachedShared: a plain |= Released,
+ * then PutTestZero(guess 2); FreeReleasedCached).
  *
  * Threads: the owner frees its block (count 1, flags AllocatedHead) into its cache, then tells the world it freed it
  * (a release store: whatever hands the knowledge of a free on), then drains its cache (the block goes back to the shared

@@ -7,7 +7,7 @@
  * src/PageCore/Tlb/HashMmu.cs (Insert: FindEntry, the claim CAS of V from 0, ClaimedAlone, Publish: WriteR, then a
  * release store of V; UpdatePermission: CAS of V to locked, WriteR, release store of V; InvalidateAt: CAS of V from
  * (valid, tag) to 0), src/PageCore/Tlb/MmuGather.cs Flush (DrainHashBatch, then CheckNoTranslation before the page is
- * put), and AddressSpace.Ops.cs ZapPteRange / SetIfNone
+ * put), and AddressSpace.Zap.cs ZapPteRange / AddressSpace.Map.cs SetIfNone
  * inside PteOffsetMapLock (the PTE lock: a CAS, a release store to unlock). The hash table is two slots (one per group);
  * eviction and the PMD walk are not needed here.
  *

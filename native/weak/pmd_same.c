@@ -2,11 +2,11 @@
  *
  * Mirrors src/PageCore/PageTables/AddressSpace.Walk.cs PteOffsetMapLock (an acquire load of the PMD, the table's split
  * lock found through that snapshot and taken: PtLock.TryLock, a CAS; then PmdSame against an acquire reload of the PMD;
- * unlock and retry when it changed) as AddressSpace.Ops.cs SetIfNone uses it (map.Entry read, map.Set: a release store
- * of the PTE, PtLock.Unlock: a release store), against AddressSpace.Ops.cs RetractTable (the PMD lock, an acquire load
- * of the PMD, the table's lock, the entries checked empty with plain loads, the PMD cleared by a release store under
- * both locks, unlocks). The epoch section around the walk and the table's deferred free (a grace period later) are
- * epoch_reclaim.c's protocol and are left out; so is the PMD lock, which only the retractor takes here.
+ * unlock and retry when it changed) as AddressSpace.Map.cs SetIfNone uses it (map.Entry read, map.Set: a release store
+ * of the PTE, PtLock.Unlock: a release store), against AddressSpace.Collapse.cs RetractTable (the PMD lock, an acquire
+ * load of the PMD, the table's lock, the entries checked empty with plain loads, the PMD cleared by a release store
+ * under both locks, unlocks). The epoch section around the walk and the table's deferred free (a grace period later)
+ * are epoch_reclaim.c's protocol and are left out; so is the PMD lock, which only the retractor takes here.
  *
  * Threads: a mapper maps a page at an address whose PMD names table T; a retractor retracts T if it is empty.
  *

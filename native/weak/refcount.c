@@ -1,9 +1,9 @@
 /* Refcount transitions: the allocation's publication, get_page_unless_zero, page_ref_add, freeze/unfreeze and put.
  *
  * Mirrors src/PageCore/Descriptors/PageRef.cs (SetAllocated, Add, TryGetFromOne + TryGetUnlessZeroFrom, Freeze,
- * Unfreeze, TryPutFromTwo, PutUnlessLast, TryPutLast) as src/PageCore/PageArena.Refs.cs and PageArena.cs call them:
- * PrepNewPage (order and flags by plain stores, then SetAllocated), GetPages (Add), TryGetPageUnlessZero (the get, then
- * IsAllocatedAfterGet, an acquire load of the flags), FreezeRefs/UnfreezeRefs, PutPage and PutFrom.
+ * Unfreeze, TryPutFromTwo, PutUnlessLast, TryPutLast) as src/PageCore/PageArena.Refs.cs and PageArena.Alloc.cs call
+ * them: PrepNewPage (order and flags by plain stores, then SetAllocated), GetPages (Add), TryGetPageUnlessZero (the
+ * get, then IsAllocatedAfterGet, an acquire load of the flags), FreezeRefs/UnfreezeRefs, PutPage and PutFrom.
  *
  * Threads: the owner allocates the page (order 3, flags AllocatedHead, count 1), takes one more reference with
  * page_ref_add, freezes the page at its two references, changes the page's contents while frozen, unfreezes with 2, and
