@@ -5,7 +5,7 @@ using BenchmarkDotNet.Configs;
 namespace PageCore.Benchmarks;
 
 /// <summary>
-/// Issue 4's figures, each against its baseline in the same class and run: a page-cache lookup hit (reference taken and
+/// The page-cache and folio figures, each against its baseline in the same class and run: a page-cache lookup hit (reference taken and
 /// dropped) against <c>ConcurrentDictionary&lt;ulong, object&gt;.TryGetValue</c> on the same keys; an epoch section's
 /// enter+exit; the speculative folio get+put against <see cref="PageArena.TryGetPageUnlessZero"/>+<see cref="PageArena.PutPage"/>.
 /// </summary>

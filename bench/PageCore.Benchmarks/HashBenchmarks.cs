@@ -3,7 +3,7 @@ using BenchmarkDotNet.Attributes;
 namespace PageCore.Benchmarks;
 
 /// <summary>
-/// Issue 7's figure: a fault+zap cycle through the software hash MMU, per page, with lazy-MMU batching (the zap's
+/// The hash MMU's figure: a fault+zap cycle through the software hash MMU, per page, with lazy-MMU batching (the zap's
 /// invalidations queued under the PTE lock and flushed together, one <c>tlbsync</c>) against the baseline without
 /// batching (each PTE's invalidation flushed at once, one <c>tlbsync</c> each). Each invocation stores to 64 pages
 /// (page fault, hash fault) and zaps them in one call.

@@ -4,7 +4,7 @@ using BenchmarkDotNet.Configs;
 namespace PageCore.Benchmarks;
 
 /// <summary>
-/// Finding 6 of issue 16: what reading a hash entry whole costs. Each pair runs the same work on two hash MMUs, one
+/// What reading a hash entry whole costs. Each pair runs the same work on two hash MMUs, one
 /// with the legacy reads (<see cref="HashMmu.LegacyUncheckedReads"/>: V then R, no recheck; an insert scans once) as
 /// the baseline, one with the fixed reads (R, V, R with a generation; an insert scans again after its claim).
 /// </summary>

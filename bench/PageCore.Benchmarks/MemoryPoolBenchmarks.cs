@@ -5,7 +5,7 @@ using PageCore.Buffers;
 namespace PageCore.Benchmarks;
 
 /// <summary>
-/// Issue 8's figure: renting and returning a 4 KiB buffer through <see cref="MemoryPool{T}"/>: PageCore's
+/// The memory pool's figure: renting and returning a 4 KiB buffer through <see cref="MemoryPool{T}"/>: PageCore's
 /// <see cref="PageMemoryPool"/> against <c>MemoryPool&lt;byte&gt;.Shared</c> (the baseline) and the
 /// <c>ArrayPool&lt;byte&gt;.Shared</c> that sits under it, in the same run.
 /// </summary>

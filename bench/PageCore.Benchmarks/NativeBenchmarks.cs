@@ -5,7 +5,7 @@ using BenchmarkDotNet.Configs;
 namespace PageCore.Benchmarks;
 
 /// <summary>
-/// Issue 9's figures: each C# hot path next to the C reference of the same algorithm (native/, C11 atomics) in the
+/// The native comparison: each C# hot path next to the C reference of the same algorithm (native/, C11 atomics) in the
 /// same run. The C side runs its loop in C, called once per invocation through an unmanaged function pointer with the
 /// GC transition suppressed, so the figure is the C loop's alone; both sides do <see cref="Ops"/> operations per
 /// invocation. The C library comes from <c>cmake -S native -B native/build &amp;&amp; cmake --build native/build</c>

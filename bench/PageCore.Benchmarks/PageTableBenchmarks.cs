@@ -4,7 +4,7 @@ using BenchmarkDotNet.Configs;
 namespace PageCore.Benchmarks;
 
 /// <summary>
-/// Issue 6's figures, each against a simple baseline in the same run: a "page table" that is a
+/// The page-table figures, each against a simple baseline in the same run: a "page table" that is a
 /// <see cref="Dictionary{TKey, TValue}"/> from address to page under one <see cref="Lock"/> (the whole table behind
 /// <c>mm->page_table_lock</c>). The fault+zap cycle allocates, zeroes and frees a 4 KiB page on both sides.
 /// </summary>

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the arm64 JIT's code for PageCore's hot-path transitions (issue 17, part 2).
+"""Checks the arm64 JIT's code for PageCore's hot-path transitions.
 
 Input: one DOTNET_JitDisasm dump per emulated CPU model, as NAME=FILE (run.sh makes them). For each transition it
 asserts the instruction the protocol needs, per dump:

@@ -4,7 +4,7 @@ using Xunit;
 namespace PageCore.Tests;
 
 /// <summary>
-/// Finding 6 of issue 16: the hash MMU judges rule 5, so its reads must never lie. Each test drives one interleaving
+/// The hash MMU judges rule 5, so its reads must never lie. Each test drives one interleaving
 /// through <see cref="HashMmu.ProbeHook"/> against the legacy reads (<see cref="HashMmu.LegacyUncheckedReads"/>, where
 /// the lie is asserted to happen) and the fixed ones (where it must not).
 /// </summary>

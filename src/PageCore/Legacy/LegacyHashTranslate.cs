@@ -1,7 +1,7 @@
 namespace PageCore.Legacy;
 
 /// <summary>
-/// HISTORICAL, BROKEN: the hash MMU's translation as it read a slot before finding 6 of issue 16, kept so that a test can
+/// HISTORICAL, BROKEN: the hash MMU's translation as it read a slot without rechecking V after R, kept so that a test can
 /// show each lie being caught. Reachable only through <see cref="HashMmu.LegacyUncheckedReads"/>.
 /// </summary>
 /// <remarks>

@@ -26,7 +26,7 @@ public sealed partial class HashMmu
     internal Action<HashProbe, int>? ProbeHook;
 
     /// <summary>
-    /// Legacy form of finding 6, for tests and the race lab only: a translation reads V and then R without a recheck (a
+    /// Legacy form of the hash reads, for tests and the race lab only: a translation reads V and then R without a recheck (a
     /// torn entry: address A with B's page), reports every second match as a multi-hit (an entry seen at its old slot
     /// and its new one), and an insert does not scan again after claiming (two inserts of one address at once both
     /// publish). See <see cref="Legacy.LegacyHashTranslate"/>. Never use it otherwise; a test may switch it on a quiescent

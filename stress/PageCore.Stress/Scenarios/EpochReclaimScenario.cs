@@ -36,7 +36,7 @@ public sealed class EpochReclaimScenario : IScenario
     public string Name => "epoch-reclaim";
 
     /// <inheritdoc />
-    public string KernelCounterpart => "call_rcu / rcu_do_batch vs long rcu_read_lock sections (issue 16, findings 1-2)";
+    public string KernelCounterpart => "call_rcu / rcu_do_batch vs long rcu_read_lock sections (a stale reclaim bound; peek then dequeue)";
 
     /// <inheritdoc />
     public string Rule => "rule 4";
