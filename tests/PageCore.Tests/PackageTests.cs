@@ -9,8 +9,8 @@ namespace PageCore.Tests;
 /// own build is never touched), the package is checked (README, license expression, XML docs, repository commit, a
 /// symbols package), and a fresh console project outside the solution restores it from a local folder feed and runs an
 /// alloc/free through it; the Kestrel package (PageCore.AspNetCore) is packed beside it, and a fresh web application
-/// on it echoes 64 KiB through Kestrel renting from the arena; then the README's C# snippets are compiled and run
-/// against the PageCore package.
+/// on it echoes 64 KiB through Kestrel renting from the arena; then the C# snippets of the README and of docs/*.md are
+/// compiled and run against the PageCore package.
 /// </summary>
 [Collection(StressCollection.Name)] // alone: it runs two builds
 public sealed class PackageTests(ITestOutputHelper output)
@@ -161,14 +161,20 @@ public sealed class PackageTests(ITestOutputHelper output)
                 """);
             Assert.Contains("kestrel ok True rented True", await Run("dotnet", "run -c Release", web));
 
-            // The README's C# snippets, compiled and run against the package (so they cannot drift from the API).
+            // The C# snippets of the README and docs/, compiled and run against the package (so they cannot drift from the API).
             string snippets = Path.Combine(work, "snippets");
             Directory.CreateDirectory(snippets);
             File.Copy(Path.Combine(app, "nuget.config"), Path.Combine(snippets, "nuget.config"));
             File.Copy(Path.Combine(app, "consumer.csproj"), Path.Combine(snippets, "snippets.csproj"));
-            string[] blocks = Regex.Matches(File.ReadAllText(Path.Combine(root, "README.md")), "```csharp\n(.*?)```", RegexOptions.Singleline)
+            // The README's blocks first, then those of docs/*.md in name order (docs/api.md holds the longer examples).
+            string[] documents = new[] { Path.Combine(root, "README.md") }
+                .Concat(Directory.GetFiles(Path.Combine(root, "docs"), "*.md").Order(StringComparer.Ordinal)).ToArray();
+            string[] SnippetsOf(string file) => Regex.Matches(File.ReadAllText(file), "```csharp\n(.*?)```", RegexOptions.Singleline)
                 .Select(m => m.Groups[1].Value).ToArray();
-            Assert.True(blocks.Length >= 3, "the README has fewer C# snippets than expected");
+            Assert.NotEmpty(SnippetsOf(documents[0])); // the README's quick start
+            string[] blocks = documents.SelectMany(SnippetsOf).ToArray();
+            Assert.True(blocks.Length >= 3, "the README and docs/ have fewer C# snippets than expected");
+            output.WriteLine($"{blocks.Length} C# snippets from {string.Join(", ", documents.Where(d => SnippetsOf(d).Length > 0).Select(d => Path.GetRelativePath(root, d)))}");
             var main = new System.Text.StringBuilder("using PageCore;\nusing var shared = PageArena.Create(new PageArenaOptions { Pages = 1 << 14 });\n");
             for (int i = 0; i < blocks.Length; i++)
             {
