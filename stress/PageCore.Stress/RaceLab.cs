@@ -82,7 +82,7 @@ public static class RaceLab
         w.WriteLine($"machine: {Report.Machine()}");
         int legacyForms = fixedOnly ? 0 : chosen.Length * legacyRuns;
         int fixedForms = chosen.Select(e => e.Scenario).Distinct().Count();
-        w.WriteLine($"{legacyForms} legacy runs (each until caught, at most {maxLegacyText}) and {fixedForms} fixed forms ({perScenarioText} each): at most {FormatSpan(legacyForms * maxLegacy + fixedForms * duration)} plus set-up; a line per run as it ends");
+        w.WriteLine($"{legacyForms} legacy run{(legacyForms == 1 ? "" : "s")} (each until caught, at most {maxLegacyText}) and {fixedForms} fixed form{(fixedForms == 1 ? "" : "s")} ({perScenarioText} each): at most {FormatSpan(legacyForms * maxLegacy + fixedForms * duration)} plus set-up; a line per run as it ends");
         var rows = new List<string>();
         int exit = Program.Pass;
         var fixedRuns = new Dictionary<IScenario, (Outcome Outcome, long Ops, long Fewest, long Violations)>();

@@ -99,6 +99,47 @@ public sealed class CliTests(ITestOutputHelper output)
         }
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task TheRaceLabSaysWhatItWillDoAndPrintsALinePerRunAsItEnds()
+    {
+        int seed = TestSupport.Seed(output, "race-lab progress");
+        var lines = new List<(TimeSpan At, string Line)>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var w = new TimedWriter(line => { lock (lines) lines.Add((clock.Elapsed, line)); });
+        int exit = await Task.Run(() => RaceLab.Run("1s", "2s", 1, "pt-frag", fixedOnly: false, threads: 2, seed, pin: false, pages: 16384, minOps: 1, w));
+        foreach ((TimeSpan at, string line) in lines) output.WriteLine($"{at.TotalSeconds,6:F2}s {line}");
+
+        Assert.NotEqual(Program.BadArguments, exit);
+        // The plan comes before any run, with its bound; then one line per legacy run and per fixed form, each written
+        // when its run ended (the legacy run's line comes before the fixed form has run its second).
+        Assert.Contains(lines, l => l.Line.StartsWith("1 legacy run (each until caught, at most 2s) and 1 fixed form (1s each): at most 3s", StringComparison.Ordinal));
+        int legacy = lines.FindIndex(l => l.Line.Contains("pt-frag --legacy --seed", StringComparison.Ordinal));
+        int fixedForm = lines.FindIndex(l => l.Line.Contains($"pt-frag --seed {seed}:", StringComparison.Ordinal));
+        Assert.True(legacy >= 0 && fixedForm > legacy, "a line for the legacy run, then one for the fixed form");
+        Assert.True(lines[fixedForm].At - lines[legacy].At >= TimeSpan.FromSeconds(0.9), "the legacy run's line was written before the fixed form ran");
+    }
+
+    /// <summary>A writer that hands each completed line to a callback.</summary>
+    private sealed class TimedWriter(Action<string> onLine) : TextWriter
+    {
+        private readonly System.Text.StringBuilder _line = new();
+
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+
+        public override void Write(char value)
+        {
+            if (value == '\n')
+            {
+                onLine(_line.ToString().TrimEnd('\r'));
+                _line.Clear();
+            }
+            else
+            {
+                _line.Append(value);
+            }
+        }
+    }
+
     [Fact]
     public void AHookDrawsTheSameChoicesForTheSameSeedAndThreadName()
     {
