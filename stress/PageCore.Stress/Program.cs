@@ -34,6 +34,7 @@ public static class Program
     /// <summary>Entry point.</summary>
     public static int Main(string[] args)
     {
+        SystematicRun.EnableIfRequested(args);
         var scenarioArg = new Argument<string>("scenario") { Description = "The scenario to run (see 'list')." };
         var legacy = new Option<bool>("--legacy") { Description = "Run the historical (broken) form of the scenario, where it has one." };
         var legacyReclaim = new Option<bool>("--legacy-reclaim") { Description = "pgtable-free, pagecache-lookup, epoch-reclaim: the epoch domain reclaims with the historical (broken) algorithm; judged like --legacy." };
@@ -45,6 +46,9 @@ public static class Program
         var pages = new Option<long>("--arena-pages") { Description = "Pages in the arena (a multiple of 1024; default 65536 = 256 MiB).", DefaultValueFactory = _ => 65536 };
         var dumpOnBug = new Option<string?>("--dump-on-bug") { Description = "At the first bug report (PageBugException), write a process dump into this directory and print its path." };
         var pid = new Option<int>("--pid") { Description = "The process to attach to (see 'ps').", Required = true };
+        var systematic = new Option<bool>("--systematic") { Description = "Run the scenario's small configuration under the controlled scheduler instead of real timing: schedule after schedule (seed S, S+1, ...) until a violation or --schedules. The first violation prints the seed that replays it exactly (with --schedules 1)." };
+        var schedules = new Option<int>("--schedules") { Description = $"With --systematic: schedules to explore (default {SystematicRun.DefaultSchedules:N0}).", DefaultValueFactory = _ => SystematicRun.DefaultSchedules };
+        var strategy = new Option<string>("--strategy") { Description = "With --systematic: random (a random walk) or pct (probabilistic concurrency testing, depth 3); default random.", DefaultValueFactory = _ => "random" };
         var minOps = new Option<long?>("--min-ops")
         {
             Description = $"Operations every thread (workers and walkers) must record for a fixed form's run to count; fewer ends INCONCLUSIVE (exit 2), never PASS (default: the scenario's minimum, {Verdict.DefaultMinimumOperations} unless it states another). The clock starts when every thread has started.",
@@ -53,10 +57,12 @@ public static class Program
         var list = new Command("list", "List every scenario, its kernel counterpart, the rule it exercises, and whether it has a legacy form.");
         list.SetAction(_ => List());
 
-        var run = new Command("run", "Run one scenario. The duration counts from the moment every thread has started.") { scenarioArg, legacy, legacyReclaim, threads, duration, seed, pin, json, pages, dumpOnBug, minOps };
-        run.SetAction(pr => Run(
-            pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(threads), pr.GetValue(duration)!,
-            pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug), pr.GetValue(minOps), pr.GetValue(legacyReclaim)));
+        var run = new Command("run", "Run one scenario. The duration counts from the moment every thread has started.") { scenarioArg, legacy, legacyReclaim, threads, duration, seed, pin, json, pages, dumpOnBug, minOps, systematic, schedules, strategy };
+        run.SetAction(pr => pr.GetValue(systematic)
+            ? RunSystematic(pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(schedules), pr.GetValue(strategy)!, pr.GetValue(seed))
+            : Run(
+                pr.GetValue(scenarioArg)!, pr.GetValue(legacy), pr.GetValue(threads), pr.GetValue(duration)!,
+                pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(json), pr.GetValue(pages), pr.GetValue(dumpOnBug), pr.GetValue(minOps), pr.GetValue(legacyReclaim)));
 
         var ps = new Command("ps", "List the .NET processes that can be monitored.");
         ps.SetAction(_ => Ps());
@@ -292,6 +298,22 @@ public static class Program
         int received = ProcessMonitor.Watch(pid, duration, Console.Out);
         Console.WriteLine($"monitor: {received} values received");
         return Pass;
+    }
+
+    private static int RunSystematic(string name, bool legacy, int schedules, string strategy, int? seed)
+    {
+        IScenario? scenario = ScenarioCatalog.Find(name);
+        if (scenario is null)
+        {
+            return Bad($"unknown scenario '{name}'; known: {string.Join(", ", ScenarioCatalog.All.Select(s => s.Name))}.");
+        }
+
+        if (legacy && !scenario.HasLegacyForm)
+        {
+            return Bad($"scenario '{scenario.Name}' has no legacy form (see 'list').");
+        }
+
+        return SystematicRun.Run(scenario, legacy, schedules, strategy, seed, Console.Out);
     }
 
     private static int Run(string name, bool legacy, int threads, string durationText, int? seed, bool pin, string? jsonPath, long pages, string? dumpOnBug, long? minOps, bool legacyReclaim = false)

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using PageCore.Systematic;
 
 namespace PageCore.Descriptors;
 
@@ -40,7 +41,10 @@ internal enum RefPut
 /// <para>Memory model (dotnet/runtime <c>docs/design/specs/Memory-model.md</c>): <c>Volatile.Read</c>
 /// is an acquire load, <c>Volatile.Write</c> a release store, and every
 /// <see cref="Interlocked"/> operation a full fence. The kernel's rules map one to one: a value-returning RMW and a
-/// successful conditional RMW are fully ordered (Interlocked), <c>atomic_set_release</c> is <c>Volatile.Write</c>.</para>
+/// successful conditional RMW are fully ordered (Interlocked), <c>atomic_set_release</c> is <c>Volatile.Write</c>.
+/// Each operation is written through <see cref="Systematic.Atomic"/>, which is exactly that operation in a normal process
+/// and a schedule point before it under the controlled scheduler (<c>Atomic.Read</c> = <c>Volatile.Read</c>,
+/// <c>Atomic.Write</c> = <c>Volatile.Write</c>, <c>Atomic.CompareExchange</c>/<c>Add</c> = <see cref="Interlocked"/>).</para>
 /// <para>The states of the counter: 0 = free, frozen, or (for a tail page) never counted; 1..<see cref="MaxCount"/> =
 /// live with that many references (a page held by a per-CPU cache counts the cache's own reference, as page_pool's
 /// recycled pages do); never negative: a put at zero is refused before it writes.</para>
@@ -56,7 +60,7 @@ internal static class PageRef
     /// <summary><c>page_ref_count</c>: the current count, read with acquire semantics.</summary>
     /// <remarks>Invariant: none written. Acquire so that a caller that sees a count also sees what was published before it.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Count(ref PageDescriptor d) => Volatile.Read(ref d.RefCount);
+    public static int Count(ref PageDescriptor d) => Atomic.Read(ref d.RefCount);
 
     /// <summary>
     /// <c>set_page_refcounted</c>: 0 -> 1 on a free page that is being handed out (to a caller or to a per-CPU cache).
@@ -69,7 +73,7 @@ internal static class PageRef
     /// later get succeeds on the count it publishes.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void SetAllocated(ref PageDescriptor d) => Volatile.Write(ref d.RefCount, 1);
+    public static void SetAllocated(ref PageDescriptor d) => Atomic.Write(ref d.RefCount, 1);
 
     /// <summary>
     /// <c>folio_get</c> / <c>page_ref_inc</c> as production kernels build it: the caller already holds a reference and
@@ -84,7 +88,7 @@ internal static class PageRef
     /// <see cref="Interlocked.Increment(ref int)"/>. <see cref="IncChecked"/> is the form that reads the count.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Inc(ref PageDescriptor d) => Interlocked.Increment(ref d.RefCount);
+    public static void Inc(ref PageDescriptor d) => Atomic.Add(ref d.RefCount, 1);
 
     /// <summary>
     /// <c>folio_get</c> with <c>VM_BUG_ON(folio_ref_zero_or_close_to_overflow(folio))</c> (<c>CONFIG_DEBUG_VM</c>):
@@ -99,7 +103,7 @@ internal static class PageRef
     public static RefGet IncChecked(ref PageDescriptor d)
     {
         int retries = 0;
-        return TryGetUnlessZeroFrom(ref d, Volatile.Read(ref d.RefCount), ref retries);
+        return TryGetUnlessZeroFrom(ref d, Atomic.Read(ref d.RefCount), ref retries);
     }
 
     /// <summary>
@@ -113,7 +117,7 @@ internal static class PageRef
     /// </remarks>
     public static RefGet Add(ref PageDescriptor d, int count)
     {
-        int v = Volatile.Read(ref d.RefCount);
+        int v = Atomic.Read(ref d.RefCount);
         while (true)
         {
             if (v <= 0)
@@ -126,7 +130,7 @@ internal static class PageRef
                 return RefGet.Overflow;
             }
 
-            int seen = Interlocked.CompareExchange(ref d.RefCount, v + count, v);
+            int seen = Atomic.CompareExchange(ref d.RefCount, v + count, v);
             if (seen == v)
             {
                 return RefGet.Taken;
@@ -149,7 +153,7 @@ internal static class PageRef
     /// anything published before the count it raised (and must still recheck identity, rule 2).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int TryGetFromOne(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 2, 1);
+    public static int TryGetFromOne(ref PageDescriptor d) => Atomic.CompareExchange(ref d.RefCount, 2, 1);
 
     /// <summary>
     /// <c>page_ref_add_unless_zero</c>, the loop after the first guess (<see cref="TryGetFromOne"/>) found
@@ -176,7 +180,7 @@ internal static class PageRef
                 return RefGet.Overflow;
             }
 
-            int seen = Interlocked.CompareExchange(ref d.RefCount, v + 1, v);
+            int seen = Atomic.CompareExchange(ref d.RefCount, v + 1, v);
             if (seen == v)
             {
                 return RefGet.Taken;
@@ -202,7 +206,7 @@ internal static class PageRef
     /// <c>atomic_dec_and_test</c> is: every store the putter made before it is visible to whoever frees the page.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int TryPutFromTwo(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 1, 2);
+    public static int TryPutFromTwo(ref PageDescriptor d) => Atomic.CompareExchange(ref d.RefCount, 1, 2);
 
     /// <summary>
     /// Drops one reference if it is not the last: CAS v -> v - 1 while v &gt;= 2, going on from whatever value won a lost
@@ -227,7 +231,7 @@ internal static class PageRef
                 return v == 1 ? RefPut.Last : RefPut.Underflow;
             }
 
-            int seen = Interlocked.CompareExchange(ref d.RefCount, v - 1, v);
+            int seen = Atomic.CompareExchange(ref d.RefCount, v - 1, v);
             if (seen == v)
             {
                 return RefPut.Live;
@@ -252,7 +256,7 @@ internal static class PageRef
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RefPut PutTestZero(ref PageDescriptor d, int guess)
     {
-        int v = Interlocked.CompareExchange(ref d.RefCount, guess - 1, guess);
+        int v = Atomic.CompareExchange(ref d.RefCount, guess - 1, guess);
         if (v == guess)
         {
             return guess == 1 ? RefPut.Zero : RefPut.Live;
@@ -291,7 +295,7 @@ internal static class PageRef
     /// the page); when it fails nothing changed. One CAS: fully ordered on success, like the decrement it replaces.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool TryPutLast(ref PageDescriptor d) => Interlocked.CompareExchange(ref d.RefCount, 0, 1) == 1;
+    public static bool TryPutLast(ref PageDescriptor d) => Atomic.CompareExchange(ref d.RefCount, 0, 1) == 1;
 
     /// <summary>
     /// The flags and the refcount read together, as one 8-byte word (<see cref="PageDescriptor.Flags"/> at offset 0 is
@@ -304,7 +308,7 @@ internal static class PageRef
     /// cannot be forwarded from the store buffer).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong Pair(ref PageDescriptor d) => Volatile.Read(ref Unsafe.As<uint, ulong>(ref d.Flags));
+    public static ulong Pair(ref PageDescriptor d) => Atomic.Read(ref Unsafe.As<uint, ulong>(ref d.Flags));
 
     /// <summary>The flags half of a word read by <see cref="Pair"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -336,7 +340,7 @@ internal static class PageRef
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryPutPair(ref PageDescriptor d, ref ulong pair)
     {
-        ulong seen = Interlocked.CompareExchange(ref Unsafe.As<uint, ulong>(ref d.Flags), pair - (1UL << 32), pair);
+        ulong seen = Atomic.CompareExchange(ref Unsafe.As<uint, ulong>(ref d.Flags), pair - (1UL << 32), pair);
         if (seen == pair)
         {
             return true;
@@ -356,7 +360,7 @@ internal static class PageRef
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool Freeze(ref PageDescriptor d, int expected) =>
-        Interlocked.CompareExchange(ref d.RefCount, 0, expected) == expected;
+        Atomic.CompareExchange(ref d.RefCount, 0, expected) == expected;
 
     /// <summary>
     /// <c>page_ref_unfreeze</c>: publish <paramref name="count"/> on a frozen (0) counter.
@@ -367,5 +371,5 @@ internal static class PageRef
     /// No other thread can write a 0 counter, so the store cannot overwrite anybody's update (rule 1).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Unfreeze(ref PageDescriptor d, int count) => Volatile.Write(ref d.RefCount, count);
+    public static void Unfreeze(ref PageDescriptor d, int count) => Atomic.Write(ref d.RefCount, count);
 }

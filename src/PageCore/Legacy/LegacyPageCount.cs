@@ -1,4 +1,5 @@
 using PageCore.Descriptors;
+using PageCore.Systematic;
 
 namespace PageCore.Legacy;
 
@@ -24,8 +25,8 @@ internal static class LegacyPageCount
     public static void AddBySetPageCount(PageArena arena, Pfn pfn, int extra)
     {
         ref PageDescriptor d = ref arena.DescriptorOf(pfn);
-        int seen = Volatile.Read(ref d.RefCount);
+        int seen = Atomic.Read(ref d.RefCount);
         Thread.SpinWait(8); // the window between the read and the store, as wide as a real driver's bookkeeping
-        Volatile.Write(ref d.RefCount, seen + extra);
+        Atomic.Write(ref d.RefCount, seen + extra);
     }
 }

@@ -15,7 +15,7 @@ namespace PageCore.Stress.Scenarios;
 /// the read and the store is wiped out; the harness must catch it. Fixed form: one atomic <c>page_ref_add</c>
 /// (<see cref="PageArena.GetPages"/>).
 /// </remarks>
-public sealed class SpeculativeWalkerScenario : IScenario
+public sealed class SpeculativeWalkerScenario : IScenario, ISystematicScenario
 {
     private const int Slots = 64;
 
@@ -33,6 +33,53 @@ public sealed class SpeculativeWalkerScenario : IScenario
 
     /// <inheritdoc />
     public string Description => "walkers take speculative references on pages whose owners add and drop references";
+
+    /// <inheritdoc />
+    int ISystematicScenario.ProgramSteps => 12;
+
+    /// <summary>
+    /// The race in its smallest form: an owner takes two more references on its page (legacy: read the count, store count
+    /// + 2) while a walker gets and puts it speculatively; then the owner puts its three. A get or put wiped out by the
+    /// store shows as a put at zero (a bug report) or as a page left with a reference nobody holds.
+    /// </summary>
+    Systematic.SystematicProgram ISystematicScenario.Program(bool legacy)
+    {
+        PageArena arena = PageArena.Create(new PageArenaOptions { Pages = 1024, PerCpuCaches = false });
+        Pfn page = arena.AllocPages(0); // refcount 1: the owner's
+        void Owner()
+        {
+            if (legacy)
+            {
+                LegacyPageCount.AddBySetPageCount(arena, page, 2);
+            }
+            else
+            {
+                arena.GetPages(page, 2);
+            }
+
+            for (int i = 0; i < 3; i++)
+            {
+                arena.PutPage(page); // the last one frees the page
+            }
+        }
+
+        void Walker()
+        {
+            if (arena.TryGetPageUnlessZero(page))
+            {
+                arena.PutPage(page);
+            }
+        }
+
+        string? Check()
+        {
+            int count = arena.RefCount(page);
+            bool allocated = (arena.DescriptorOf(page).Flags & (uint)Descriptors.PageFlags.AllocatedHead) != 0;
+            return count == 0 && !allocated ? null : $"the page is left with refcount {count}{(allocated ? ", still allocated" : "")}: a reference nobody holds";
+        }
+
+        return new Systematic.SystematicProgram([("owner", Owner), ("walker", Walker)], Check, () => arena.Dispose(force: true));
+    }
 
     /// <inheritdoc />
     public StressResult Run(StressContext ctx)
