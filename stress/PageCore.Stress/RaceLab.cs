@@ -26,13 +26,18 @@ public static class RaceLab
         var legacyRuns = new Option<int>("--legacy-runs") { Description = "Runs of each legacy form, seeds seed, seed+1, ... (default 1); the table gives the median and the longest time to detection.", DefaultValueFactory = _ => 1 };
         var only = new Option<string?>("--scenarios") { Description = "Comma-separated scenario names (default: every scenario with a legacy form)." };
         var fixedOnly = new Option<bool>("--fixed-only") { Description = "Run only the fixed forms (for a slow platform such as emulation, where the legacy forms' budgets mean nothing); the verdict is then about the fixed forms alone." };
+        var systematic = new Option<bool>("--systematic") { Description = "The scenarios' small configurations under the controlled scheduler instead of real timing: each legacy form explored from --legacy-runs seeds until caught, each fixed form for --schedules schedules." };
+        var schedules = new Option<int>("--schedules") { Description = $"With --systematic: schedules per legacy run and for each fixed form (default {SystematicRun.DefaultSchedules:N0}).", DefaultValueFactory = _ => SystematicRun.DefaultSchedules };
+        var strategy = new Option<string>("--strategy") { Description = "With --systematic: random or pct (default random).", DefaultValueFactory = _ => "random" };
         var command = new Command("race-lab", "For every scenario with a legacy form: the legacy form must be caught (run until caught, at most --max-legacy), the fixed form must hold with every thread at work.")
         {
-            perScenario, maxLegacy, legacyRuns, only, fixedOnly, threads, seed, pin, pages, minOps,
+            perScenario, maxLegacy, legacyRuns, only, fixedOnly, threads, seed, pin, pages, minOps, systematic, schedules, strategy,
         };
-        command.SetAction(pr => Run(
-            pr.GetValue(perScenario)!, pr.GetValue(maxLegacy)!, pr.GetValue(legacyRuns), pr.GetValue(only), pr.GetValue(fixedOnly),
-            pr.GetValue(threads), pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(pages), pr.GetValue(minOps), Console.Out));
+        command.SetAction(pr => pr.GetValue(systematic)
+            ? SystematicLab.Run(pr.GetValue(schedules), pr.GetValue(legacyRuns), pr.GetValue(strategy)!, pr.GetValue(only), pr.GetValue(seed), Console.Out)
+            : Run(
+                pr.GetValue(perScenario)!, pr.GetValue(maxLegacy)!, pr.GetValue(legacyRuns), pr.GetValue(only), pr.GetValue(fixedOnly),
+                pr.GetValue(threads), pr.GetValue(seed), pr.GetValue(pin), pr.GetValue(pages), pr.GetValue(minOps), Console.Out));
         return command;
     }
 

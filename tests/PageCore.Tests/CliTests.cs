@@ -172,12 +172,28 @@ public sealed class CliTests(ITestOutputHelper output)
         static string TraceOf(string text) => string.Join('\n', text.Split('\n').Where(l => l.StartsWith("  step ", StringComparison.Ordinal)));
     }
 
+    [Fact(Timeout = 180_000)]
+    public async Task TheSystematicRaceLabCatchesEveryLegacyFormAndHoldsEveryFixedOne()
+    {
+        int seed = TestSupport.Seed(output, "race-lab --systematic");
+        (int exit, string stdout, string stderr) = await RunCaptured(["race-lab", "--systematic", "--schedules", "500", "--legacy-runs", "3", "--seed", seed.ToString()]);
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(Program.Pass, exit);
+        Assert.Contains("PASS: every legacy form was caught and every fixed form held", stdout);
+        foreach (string name in new[] { "speculative-walker", "put-at-zero" })
+        {
+            string row = stdout.Split('\n').Single(l => l.StartsWith($"| {name} |", StringComparison.Ordinal));
+            Assert.Contains("| 3 of 3 |", row);
+            Assert.Contains("| held | 500 |", row);
+        }
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task AScenarioWithoutASystematicConfigurationSaysWhichHaveOne()
     {
         (int exit, _, string stderr) = await RunCaptured(["run", "alloc-churn", "--systematic"]);
         Assert.Equal(Program.BadArguments, exit);
-        Assert.Contains("has no configuration for the controlled scheduler yet; those that have: speculative-walker", stderr);
+        Assert.Contains("has no configuration for the controlled scheduler yet; those that have: speculative-walker, put-at-zero", stderr);
     }
 
     [Fact]

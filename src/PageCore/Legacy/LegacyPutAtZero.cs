@@ -1,4 +1,5 @@
 using PageCore.Descriptors;
+using PageCore.Systematic;
 
 namespace PageCore.Legacy;
 
@@ -28,14 +29,14 @@ internal static class LegacyPutAtZero
     public static bool PutPage(PageArena arena, Pfn pfn)
     {
         ref PageDescriptor d = ref arena.DescriptorOf(pfn);
-        int now = Interlocked.Decrement(ref d.RefCount);
+        int now = Atomic.Add(ref d.RefCount, -1);
         if (now >= 0)
         {
             return now == 0;
         }
 
         Thread.SpinWait(32); // the window: building the report, as the old code did before its undo
-        Interlocked.Increment(ref d.RefCount);
+        Atomic.Add(ref d.RefCount, 1);
         throw new PageBugException(pfn, "put_page", "refcount is already 0: a put at zero (the page is free or frozen)", arena.DumpPage(pfn));
     }
 }

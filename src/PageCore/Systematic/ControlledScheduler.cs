@@ -96,7 +96,7 @@ internal sealed class ControlledScheduler
     }
 
     /// <summary>Whether the calling thread is a logical thread of a controlled run.</summary>
-    internal static bool InRun => t_current is not null;
+    internal static bool InRun => Volatile.Read(ref s_activeRuns) != 0 && t_current is not null;
 
     /// <summary>
     /// Runs <paramref name="threads"/> as logical threads under <paramref name="strategy"/>, at most
@@ -111,13 +111,28 @@ internal sealed class ControlledScheduler
         }
 
         var scheduler = new ControlledScheduler(strategy, maxSteps);
-        return scheduler.Execute(threads, finalCheck);
+        Interlocked.Increment(ref s_activeRuns);
+        try
+        {
+            return scheduler.Execute(threads, finalCheck);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref s_activeRuns);
+        }
     }
 
+    /// <summary>
+    /// Controlled runs under way in the process. While it is 0 a point costs one static load, not a thread-static
+    /// lookup: real-thread runs in a process with the switch on (the test process) keep their timing.
+    /// </summary>
+    private static int s_activeRuns;
+
     /// <summary>A schedule point of the calling thread, if it is a logical thread of a run (see <see cref="SchedulePoint.At"/>).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal static void Point(PointKind kind, string member, int line)
     {
-        if (t_current is { } me)
+        if (Volatile.Read(ref s_activeRuns) != 0 && t_current is { } me)
         {
             me.Scheduler.Step(me, kind, member, line);
         }

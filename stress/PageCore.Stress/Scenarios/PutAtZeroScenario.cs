@@ -22,7 +22,7 @@ namespace PageCore.Stress.Scenarios;
 /// because a stale put that lands after the allocation takes the new owner's only reference in any form, so it cannot
 /// be told from a library fault (the tests drive the window with an observer instead).</para>
 /// </remarks>
-public sealed class PutAtZeroScenario : IScenario
+public sealed class PutAtZeroScenario : IScenario, ISystematicScenario
 {
     private const int References = 64;
 
@@ -45,6 +45,82 @@ public sealed class PutAtZeroScenario : IScenario
     /// <remarks>An owner's operation is a whole round (a four-way handshake with its stale holder, who puts at zero many
     /// times in each), so an owner records far fewer operations than other scenarios' workers: 10 rounds is real work.</remarks>
     public long MinimumOperationsPerThread => 10;
+
+    /// <inheritdoc />
+    int ISystematicScenario.ProgramSteps => 16;
+
+    /// <summary>
+    /// One round in its smallest form: the owner holds two references, freezes them, says so, unfreezes them and, once
+    /// the stale holder is done, puts what is left; the stale holder waits for the freeze and puts once (a put at zero
+    /// while the page is frozen, refused; or, after the unfreeze, a put that lands on the live count, accepted and
+    /// reported). Legacy: the refused put decrements to -1 and adds the reference back; an unfreeze between the two
+    /// leaves the page one reference too high, and it never frees.
+    /// </summary>
+    Systematic.SystematicProgram ISystematicScenario.Program(bool legacy)
+    {
+        PageArena arena = PageArena.Create(new PageArenaOptions { Pages = 1024, PerCpuCaches = false });
+        Pfn page = arena.AllocPages(0);
+        arena.GetPages(page, 1); // the owner's two references
+        int[] flags = new int[3]; // frozen, stale done, stale put accepted
+        void Owner()
+        {
+            if (!arena.FreezeRefs(page, 2))
+            {
+                throw new InvalidOperationException("the owner could not freeze its own two references");
+            }
+
+            Systematic.Atomic.Write(ref flags[0], 1);
+            arena.UnfreezeRefs(page, 2);
+            var spinner = default(SpinWait);
+            while (Systematic.Atomic.Read(ref flags[1]) == 0)
+            {
+                Systematic.Atomic.SpinOnce(ref spinner);
+            }
+
+            for (int i = Systematic.Atomic.Read(ref flags[2]); i < 2; i++)
+            {
+                arena.PutPage(page); // the last one frees the page
+            }
+        }
+
+        void Stale()
+        {
+            var spinner = default(SpinWait);
+            while (Systematic.Atomic.Read(ref flags[0]) == 0)
+            {
+                Systematic.Atomic.SpinOnce(ref spinner);
+            }
+
+            try
+            {
+                if (legacy)
+                {
+                    LegacyPutAtZero.PutPage(arena, page);
+                }
+                else
+                {
+                    arena.PutPage(page);
+                }
+
+                Systematic.Atomic.Write(ref flags[2], 1); // it landed on the live count after the unfreeze: the owner puts one less
+            }
+            catch (PageBugException)
+            {
+                // refused: the page was frozen, the misuse the report exists for
+            }
+
+            Systematic.Atomic.Write(ref flags[1], 1);
+        }
+
+        string? Check()
+        {
+            int count = arena.RefCount(page);
+            bool allocated = (arena.DescriptorOf(page).Flags & (uint)Descriptors.PageFlags.AllocatedHead) != 0;
+            return count == 0 && !allocated ? null : $"the page is left with refcount {count}{(allocated ? ", still allocated" : "")}: a refused put wrote the counter";
+        }
+
+        return new Systematic.SystematicProgram([("owner", Owner), ("stale", Stale)], Check, () => arena.Dispose(force: true));
+    }
 
     /// <inheritdoc />
     public StressResult Run(StressContext ctx)
