@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using PageCore.Descriptors;
+using PageCore.Systematic;
 
 namespace PageCore;
 
@@ -187,7 +188,7 @@ public sealed unsafe partial class PageArena
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool IsAllocatedAfterGet(ref PageDescriptor d) =>
-        (Volatile.Read(ref d.Flags) & (uint)PageFlags.AllocatedHead) != 0;
+        (Atomic.Read(ref d.Flags) & (uint)PageFlags.AllocatedHead) != 0;
 
     /// <summary>
     /// Tests only: called by a speculative get between its add and its give-back, once it found the block not allocated

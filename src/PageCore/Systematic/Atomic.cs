@@ -28,6 +28,14 @@ internal static class Atomic
         return Volatile.Read(ref location);
     }
 
+    /// <summary><see cref="Volatile.Read(ref readonly uint)"/> (acquire), after a schedule point.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Read(ref uint location, [CallerMemberName] string member = "", [CallerLineNumber] int line = 0)
+    {
+        SchedulePoint.At(PointKind.Read, member, line);
+        return Volatile.Read(ref location);
+    }
+
     /// <summary><see cref="Volatile.Read(ref readonly ulong)"/> (acquire), after a schedule point.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Read(ref ulong location, [CallerMemberName] string member = "", [CallerLineNumber] int line = 0)
