@@ -180,7 +180,7 @@ public sealed class CliTests(ITestOutputHelper output)
         output.WriteLine(stdout + stderr);
         Assert.Equal(Program.Pass, exit);
         Assert.Contains("PASS: every legacy form was caught and every fixed form held", stdout);
-        foreach (string name in new[] { "speculative-walker", "put-at-zero", "cached-contract" })
+        foreach (string name in new[] { "speculative-walker", "tail-refcount", "cached-contract", "put-at-zero" })
         {
             string row = stdout.Split('\n').Single(l => l.StartsWith($"| {name} |", StringComparison.Ordinal));
             Assert.Contains("| 3 of 3 |", row);
@@ -193,7 +193,7 @@ public sealed class CliTests(ITestOutputHelper output)
     {
         (int exit, _, string stderr) = await RunCaptured(["run", "alloc-churn", "--systematic"]);
         Assert.Equal(Program.BadArguments, exit);
-        Assert.Contains("has no configuration for the controlled scheduler yet; those that have: speculative-walker, cached-contract, put-at-zero", stderr);
+        Assert.Contains("has no configuration for the controlled scheduler yet; those that have: speculative-walker, tail-refcount, cached-contract, put-at-zero", stderr);
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using PageCore.Descriptors;
+using PageCore.Systematic;
 
 namespace PageCore.Legacy;
 
@@ -20,15 +21,15 @@ internal static class LegacyTailRefcount
     public static void GetViaTail(PageArena arena, Pfn tail)
     {
         Pfn head = arena.HeadOf(tail);
-        Interlocked.Increment(ref arena.DescriptorOf(head).RefCount);
-        Interlocked.Increment(ref arena.DescriptorOf(tail).RefCount); // rule 2 broken on purpose: a tail's count moves
+        Atomic.Add(ref arena.DescriptorOf(head).RefCount, 1);
+        Atomic.Add(ref arena.DescriptorOf(tail).RefCount, 1); // rule 2 broken on purpose: a tail's count moves
     }
 
     /// <summary>The pre-2011 <c>put_page</c> on a tail: drop the tail's own count, then the head's.</summary>
     public static void PutViaTail(PageArena arena, Pfn tail)
     {
         Pfn head = arena.HeadOf(tail);
-        Interlocked.Decrement(ref arena.DescriptorOf(tail).RefCount);
+        Atomic.Add(ref arena.DescriptorOf(tail).RefCount, -1);
         arena.PutPage(head);
     }
 }

@@ -13,7 +13,7 @@ namespace PageCore.Stress.Scenarios;
 /// Lespinasse found with a working-set scanner. Fixed form: tails keep a count of 0, gets and puts on a tail go to the
 /// head.
 /// </remarks>
-public sealed class TailRefcountScenario : IScenario
+public sealed class TailRefcountScenario : IScenario, ISystematicScenario
 {
     private const int Slots = 64;
 
@@ -31,6 +31,70 @@ public sealed class TailRefcountScenario : IScenario
 
     /// <inheritdoc />
     public string Description => "walkers' speculative gets against references taken through tails and folio splits";
+
+    /// <inheritdoc />
+    int ISystematicScenario.ProgramSteps => 30;
+
+    /// <summary>
+    /// The race in its smallest form: the owner allocates an order-1 folio, publishes its tail, takes and drops a
+    /// reference through the tail, then frees the folio; a walker calls <c>get_page_unless_zero</c> on the published
+    /// tail. In the fixed form a tail's count stays 0 and the get fails; in the legacy form the reference through the
+    /// tail raises the tail's own count, the walker's get lands on it, and the counts stop adding up: a bug report, or a
+    /// freed page still counted (the final <see cref="PageArena.Verify"/>).
+    /// </summary>
+    Systematic.SystematicProgram ISystematicScenario.Program(bool legacy)
+    {
+        PageArena arena = PageArena.Create(new PageArenaOptions { Pages = 1024, PerCpuCaches = false });
+        int[] published = new int[1];
+        string? violation = null;
+        void Owner()
+        {
+            Pfn head = arena.AllocFolio(1);
+            Pfn tail = head + 1;
+            Systematic.Atomic.Write(ref published[0], (int)tail.Value + 1);
+            if (legacy)
+            {
+                LegacyTailRefcount.GetViaTail(arena, tail);
+                LegacyTailRefcount.PutViaTail(arena, tail);
+            }
+            else
+            {
+                arena.GetPage(tail);
+                arena.PutPage(tail);
+            }
+
+            arena.FreePages(head, 1);
+        }
+
+        void Walker()
+        {
+            var spinner = default(SpinWait);
+            int seen;
+            while ((seen = Systematic.Atomic.Read(ref published[0])) == 0)
+            {
+                Systematic.Atomic.SpinOnce(ref spinner);
+            }
+
+            var tail = new Pfn((uint)(seen - 1));
+            if (arena.TryGetPageUnlessZero(tail))
+            {
+                violation = $"get_page_unless_zero succeeded on pfn {tail.Value}, a tail page (rule 2: a tail's count is 0 at all times)";
+            }
+        }
+
+        string? Check()
+        {
+            if (violation is not null)
+            {
+                return violation;
+            }
+
+            ArenaReport report = arena.Verify();
+            return report.IsClean && report.FreePages == arena.PageCount ? null : $"the arena is not whole after the run: {report}";
+        }
+
+        return new Systematic.SystematicProgram([("owner", Owner), ("walker", Walker)], Check, () => arena.Dispose(force: true));
+    }
 
     /// <inheritdoc />
     public StressResult Run(StressContext ctx)
