@@ -38,6 +38,8 @@ public sealed class PackageTests(ITestOutputHelper output)
             await Run("git", "init -q", src);
             await Run("git", "add -A", src);
             await Run("git", "-c user.email=test@pagecore -c user.name=test commit -q -m package", src);
+            // A clone of a clone: its origin is a local path, which must not become the package's repository URL.
+            await Run("git", $"remote add origin \"{root}\"", src);
 
             string feed = Path.Combine(work, "feed");
             await Run("dotnet", $"pack src/PageCore -c Release -o \"{feed}\"", src);
@@ -59,6 +61,8 @@ public sealed class PackageTests(ITestOutputHelper output)
                 Assert.Contains("<license type=\"expression\">MIT</license>", nuspec);
                 Assert.Contains("<readme>README.md</readme>", nuspec);
                 Assert.Matches("<repository type=\"git\" commit=\"[0-9a-f]{40}\"", nuspec);
+                Assert.DoesNotContain("url=", nuspec); // the origin is a local path: no repository URL at all
+                Assert.DoesNotContain("<projectUrl>", nuspec);
             }
 
             // The Kestrel package: the same version, depending on PageCore and on ASP.NET Core's shared framework.
@@ -93,9 +97,6 @@ public sealed class PackageTests(ITestOutputHelper output)
                     <Nullable>enable</Nullable>
                     <ImplicitUsings>enable</ImplicitUsings>
                   </PropertyGroup>
-                  <ItemGroup>
-                    <PackageReference Include="PageCore" Version="{version}" />
-                  </ItemGroup>
                 </Project>
                 """);
             File.WriteAllText(Path.Combine(app, "Program.cs"), """
@@ -118,6 +119,9 @@ public sealed class PackageTests(ITestOutputHelper output)
                 arena.Drain();
                 Console.WriteLine($"consumer ok {sum} free {arena.FreePageCount}");
                 """);
+            // The README's command: the package is a prerelease, so it needs --prerelease.
+            await Run("dotnet", $"add package PageCore --prerelease --source \"{feed}\"", app);
+            Assert.Contains($"<PackageReference Include=\"PageCore\" Version=\"{version}\" />", File.ReadAllText(Path.Combine(app, "consumer.csproj")));
             string printed = await Run("dotnet", "run -c Release", app);
             Assert.Contains("consumer ok 16552 free 1024", printed);
 
