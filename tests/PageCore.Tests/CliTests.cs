@@ -196,6 +196,37 @@ public sealed class CliTests(ITestOutputHelper output)
         Assert.Contains("has no configuration for the controlled scheduler yet; those that have: speculative-walker, tail-refcount, cached-contract, put-at-zero", stderr);
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task TheLiveViewsLastFrameGivesTheWholeRunsRates()
+    {
+        string? script = new[] { "/usr/bin/script", "/bin/script" }.FirstOrDefault(File.Exists);
+        if (!OperatingSystem.IsLinux() || script is null || TestSupport.TargetRunner is not null)
+        {
+            Assert.Skip("needs util-linux's script (a terminal for the live view) and the host's own dotnet");
+        }
+
+        // The live view draws only on a terminal: script gives the run one.
+        string dll = Path.Combine(AppContext.BaseDirectory, "pagecore-stress.dll");
+        var psi = new ProcessStartInfo(script, ["-qec", $"dotnet \"{dll}\" run pcp-pingpong --duration 1s --threads 2 --arena-pages 4096", "/dev/null"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.Environment.Remove("CI"); // the live view is off under CI
+        using Process child = Process.Start(psi)!;
+        Task<string> stdout = child.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = child.StandardError.ReadToEndAsync();
+        await child.WaitForExitAsync();
+        string text = System.Text.RegularExpressions.Regex.Replace(await stdout + await stderr, @"\x1b\[[0-9;?]*[a-zA-Z]", "");
+        output.WriteLine(text.Length > 3000 ? text[^3000..] : text);
+        Assert.Equal(Program.Pass, child.ExitCode);
+        int last = text.LastIndexOf("ops/s (run)", StringComparison.Ordinal);
+        Assert.True(last >= 0, "the last frame's header says the rates are the whole run's");
+        Assert.Contains("done: ", text[last..]);
+        Assert.DoesNotContain("│           0 │", text[last..]); // no operation at 0 ops/s in the last frame
+    }
+
     [Fact]
     public void AHookDrawsTheSameChoicesForTheSameSeedAndThreadName()
     {
