@@ -62,10 +62,10 @@ public sealed class SchedulerTests(ITestOutputHelper output)
         Assert.Contains("an update was lost", racy.FirstFailure.Message);
         Assert.NotEmpty(racy.FirstFailure.Trace);
 
-        ExplorationResult atomic = await Task.Run(() => Exploration.Explore(strategy, seed, 300, MaxSteps, AtomicCounter, pctDepth: 2, pctSteps: 10));
+        ExplorationResult atomic = await Task.Run(() => Exploration.Explore(strategy, seed, 100, MaxSteps, AtomicCounter, pctDepth: 2, pctSteps: 10));
         output.WriteLine($"atomic: {atomic.Schedules} schedules, {atomic.FirstFailure?.ToString() ?? "none failed"}");
         Assert.Null(atomic.FirstFailure);
-        Assert.Equal(300, atomic.Schedules);
+        Assert.Equal(100, atomic.Schedules);
     }
 
     [Theory(Timeout = 60_000)]
@@ -133,7 +133,7 @@ public sealed class SchedulerTests(ITestOutputHelper output)
             return new SystematicProgram([("one", Take), ("two", Take)]);
         }
 
-        ExplorationResult ordered = await Task.Run(() => Exploration.Explore("random", seed, 300, MaxSteps, Ordered));
+        ExplorationResult ordered = await Task.Run(() => Exploration.Explore("random", seed, 100, MaxSteps, Ordered));
         Assert.Null(ordered.FirstFailure);
     }
 
@@ -157,10 +157,10 @@ public sealed class SchedulerTests(ITestOutputHelper output)
             return new SystematicProgram([("left", () => Wait(0, 1)), ("right", () => Wait(1, 0))]);
         }
 
-        ExplorationResult result = await Task.Run(() => Exploration.Explore("pct", seed, 1, 2_000, Program));
+        ExplorationResult result = await Task.Run(() => Exploration.Explore("pct", seed, 1, 500, Program));
         output.WriteLine(result.FirstFailure?.ToString() ?? "none");
         Assert.Equal(RunOutcome.StepBound, result.FirstFailure!.Outcome);
-        Assert.Equal(2_001, result.FirstFailure.Steps);
+        Assert.Equal(501, result.FirstFailure.Steps);
     }
 
     [Fact(Timeout = 60_000)]
@@ -185,7 +185,7 @@ public sealed class SchedulerTests(ITestOutputHelper output)
             return new SystematicProgram([("a", Body), ("b", Body), ("c", Body)]);
         }
 
-        ExplorationResult result = await Task.Run(() => Exploration.Explore("random", seed, 20, MaxSteps, Program));
+        ExplorationResult result = await Task.Run(() => Exploration.Explore("random", seed, 5, MaxSteps, Program));
         Assert.Null(result.FirstFailure);
         Assert.Equal(1, worst);
     }
